@@ -1,0 +1,327 @@
+//! Configuration: a TOML file, every key overridable by `SHOPPER_BRIDGE_`-prefixed environment
+//! variables (`__` separates sections: `SHOPPER_BRIDGE_SERVER__ADMIN_TOKEN`). Validated once at
+//! start-up; errors name the key and the rule.
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use url::Url;
+
+pub const ENV_PREFIX: &str = "SHOPPER_BRIDGE_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path} not found")]
+    FileNotFound { path: String },
+    #[error("invalid configuration: {0}")]
+    Parse(Box<figment::Error>),
+    #[error("invalid configuration: `{key}` {rule}")]
+    Invalid { key: &'static str, rule: String },
+}
+
+impl ConfigError {
+    fn invalid(key: &'static str, rule: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key,
+            rule: rule.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub store: StoreSettings,
+    #[serde(default)]
+    pub instacart: InstacartSettings,
+    #[serde(default)]
+    pub poller: PollerSettings,
+    #[serde(default)]
+    pub delivery: DeliverySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Bearer token for every `/v1` route. Required.
+    #[serde(default)]
+    pub admin_token: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `sqlite://path/to/file.db`.
+    #[serde(default = "default_store_url")]
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstacartSettings {
+    #[serde(default = "default_instacart_url")]
+    pub base_url: Url,
+    /// A static bearer token; or leave it out and give `client_id` + `client_secret` for OAuth.
+    #[serde(default)]
+    pub token: Option<SecretString>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub client_secret: Option<SecretString>,
+    /// Sends `X-Treat-Ids-As-Internal: true`.
+    #[serde(default)]
+    pub treat_ids_as_internal: bool,
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollerSettings {
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Upstream calls in flight at once.
+    #[serde(default = "default_poll_concurrency")]
+    pub concurrency: usize,
+    /// Each next poll is spread by up to this share of the interval, either way.
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+    /// Ceiling of the exponential back-off after 429/5xx/transport errors.
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Consecutive 404s before an order is given up as not found.
+    #[serde(default = "default_not_found_confirmations")]
+    pub not_found_confirmations: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Waits before each retry; after the last one a delivery is parked as failed.
+    #[serde(default = "default_retry_schedule", deserialize_with = "duration_list")]
+    pub retry_schedule: Vec<Duration>,
+    /// Each wait is spread by up to this share, either way.
+    #[serde(default = "default_jitter")]
+    pub retry_jitter: f64,
+    #[serde(default = "default_delivery_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Deliveries in flight at once.
+    #[serde(default = "default_delivery_concurrency")]
+    pub concurrency: usize,
+    /// Lets webhooks target private, loopback and link-local addresses.
+    #[serde(default)]
+    pub allow_private_targets: bool,
+    /// How long a rotated-out secret keeps signing beside the new one.
+    #[serde(default = "default_rotation_grace", with = "humantime_serde")]
+    pub secret_rotation_grace: Duration,
+    /// How long shutdown waits for in-flight deliveries.
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_store_url() -> String {
+    "sqlite://shopper-bridge.db".to_owned()
+}
+fn default_instacart_url() -> Url {
+    Url::parse("https://connect.instacart.com").expect("static URL")
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_poll_concurrency() -> usize {
+    16
+}
+fn default_jitter() -> f64 {
+    0.1
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_not_found_confirmations() -> u32 {
+    3
+}
+/// Close to Svix's schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+fn default_retry_schedule() -> Vec<Duration> {
+    [5, 300, 1800, 7200, 18000, 36000, 36000]
+        .into_iter()
+        .map(Duration::from_secs)
+        .collect()
+}
+fn default_delivery_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_delivery_concurrency() -> usize {
+    32
+}
+fn default_rotation_grace() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(10)
+}
+
+macro_rules! defaults_from_serde {
+    ($($t:ty),*) => {$(
+        impl Default for $t {
+            fn default() -> Self {
+                serde_json::from_value(serde_json::json!({})).expect("every field has a default")
+            }
+        }
+    )*};
+}
+defaults_from_serde!(
+    ServerSettings,
+    StoreSettings,
+    InstacartSettings,
+    PollerSettings,
+    DeliverySettings
+);
+
+/// How requests to Instacart authenticate.
+#[derive(Debug, Clone)]
+pub enum InstacartAuth {
+    StaticToken(SecretString),
+    OAuth {
+        client_id: String,
+        client_secret: SecretString,
+    },
+}
+
+impl Settings {
+    /// Reads `path` (which must exist when `required`), then the environment, then validates.
+    pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
+        if required && !path.exists() {
+            return Err(ConfigError::FileNotFound {
+                path: path.display().to_string(),
+            });
+        }
+        let figment = Figment::new()
+            .merge(Toml::file(path))
+            .merge(Env::prefixed(ENV_PREFIX).split("__"));
+        Self::from_figment(figment)
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let settings: Settings = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match &self.server.admin_token {
+            None => {
+                return Err(ConfigError::invalid(
+                    "server.admin_token",
+                    "is required (or set SHOPPER_BRIDGE_SERVER__ADMIN_TOKEN)",
+                ))
+            }
+            Some(t) if t.expose_secret().len() < 16 => {
+                return Err(ConfigError::invalid(
+                    "server.admin_token",
+                    "must be at least 16 characters long",
+                ))
+            }
+            Some(_) => {}
+        }
+        if !self.store.url.starts_with("sqlite:") {
+            return Err(ConfigError::invalid(
+                "store.url",
+                "must be a sqlite: URL such as sqlite://shopper-bridge.db",
+            ));
+        }
+        if !matches!(self.instacart.base_url.scheme(), "http" | "https") {
+            return Err(ConfigError::invalid(
+                "instacart.base_url",
+                "must use http or https",
+            ));
+        }
+        self.instacart_auth()?;
+        positive("instacart.timeout", self.instacart.timeout)?;
+        positive("poller.interval", self.poller.interval)?;
+        positive("poller.max_backoff", self.poller.max_backoff)?;
+        positive("delivery.timeout", self.delivery.timeout)?;
+        if self.poller.concurrency == 0 {
+            return Err(ConfigError::invalid(
+                "poller.concurrency",
+                "must be at least 1",
+            ));
+        }
+        if self.delivery.concurrency == 0 {
+            return Err(ConfigError::invalid(
+                "delivery.concurrency",
+                "must be at least 1",
+            ));
+        }
+        if self.poller.not_found_confirmations == 0 {
+            return Err(ConfigError::invalid(
+                "poller.not_found_confirmations",
+                "must be at least 1",
+            ));
+        }
+        for (key, jitter) in [
+            ("poller.jitter", self.poller.jitter),
+            ("delivery.retry_jitter", self.delivery.retry_jitter),
+        ] {
+            if !(0.0..=0.5).contains(&jitter) {
+                return Err(ConfigError::invalid(key, "must be between 0.0 and 0.5"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn instacart_auth(&self) -> Result<InstacartAuth, ConfigError> {
+        let i = &self.instacart;
+        match (&i.token, &i.client_id, &i.client_secret) {
+            (Some(token), None, None) => Ok(InstacartAuth::StaticToken(token.clone())),
+            (None, Some(id), Some(secret)) => Ok(InstacartAuth::OAuth {
+                client_id: id.clone(),
+                client_secret: secret.clone(),
+            }),
+            (Some(_), _, _) => Err(ConfigError::invalid(
+                "instacart.token",
+                "cannot be combined with instacart.client_id / instacart.client_secret",
+            )),
+            (None, None, _) => Err(ConfigError::invalid(
+                "instacart.client_id",
+                "is required, with instacart.client_secret, unless instacart.token is set",
+            )),
+            (None, Some(_), None) => Err(ConfigError::invalid(
+                "instacart.client_secret",
+                "is required when instacart.client_id is set",
+            )),
+        }
+    }
+}
+
+/// `["5s", "5m", "2h"]`: humantime strings, like every other duration here.
+fn duration_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+fn positive(key: &'static str, d: Duration) -> Result<(), ConfigError> {
+    if d.is_zero() {
+        Err(ConfigError::invalid(key, "must be greater than zero"))
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,404 @@
+//! Durable state behind one trait, so a PostgreSQL backend can follow SQLite without touching
+//! callers. Times are UTC; backends choose their own column types.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::domain::{DeliveryId, EventId, EventType, OrderId, SigningSecret, SubscriberId, UserId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderState {
+    Watching,
+    NotFound,
+    Expired,
+    Stopped,
+}
+
+impl OrderState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderState::Watching => "watching",
+            OrderState::NotFound => "not_found",
+            OrderState::Expired => "expired",
+            OrderState::Stopped => "stopped",
+        }
+    }
+
+    pub fn from_stored(s: &str) -> StoreResult<Self> {
+        Ok(match s {
+            "watching" => OrderState::Watching,
+            "not_found" => OrderState::NotFound,
+            "expired" => OrderState::Expired,
+            "stopped" => OrderState::Stopped,
+            other => return Err(StoreError::Corrupt(format!("order state {other:?}"))),
+        })
+    }
+}
+
+/// Why an order is polled through the chat-messages endpoint instead of order_messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackReason {
+    /// order_messages answered 400 / 4001 "User ID not found".
+    UserIdNotFound,
+    /// order_messages answered 403 "Shopper PII".
+    ShopperPiiRedacted,
+}
+
+impl FallbackReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackReason::UserIdNotFound => "user_id_not_found",
+            FallbackReason::ShopperPiiRedacted => "shopper_pii_redacted",
+        }
+    }
+
+    pub fn from_stored(s: &str) -> StoreResult<Self> {
+        Ok(match s {
+            "user_id_not_found" => FallbackReason::UserIdNotFound,
+            "shopper_pii_redacted" => FallbackReason::ShopperPiiRedacted,
+            other => return Err(StoreError::Corrupt(format!("fallback reason {other:?}"))),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Order {
+    pub order_id: OrderId,
+    pub user_id: Option<UserId>,
+    pub state: OrderState,
+    pub fallback: Option<FallbackReason>,
+    pub created_at: DateTime<Utc>,
+    pub next_poll_at: Option<DateTime<Utc>>,
+    pub last_polled_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: u32,
+    /// Consecutive 404 answers; the order is given up after a few confirmations.
+    pub not_found_count: u32,
+}
+
+/// What an order has produced so far, for the admin API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct OrderCounts {
+    pub chat_messages: u64,
+    pub lifecycle_messages: u64,
+    pub events: u64,
+}
+
+/// The differ's memory for one order: chat message ids with their read flag, notification ids.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeenState {
+    pub chat: HashMap<i64, bool>,
+    pub lifecycle: HashSet<i64>,
+}
+
+/// An event ready to be stored: its payload is the exact webhook body, serialized once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub id: EventId,
+    pub order_id: OrderId,
+    pub event_type: EventType,
+    pub payload: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Where an order's polling stands after one poll (successful or not).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollProgress {
+    pub polled_at: DateTime<Utc>,
+    pub state: OrderState,
+    pub fallback: Option<FallbackReason>,
+    /// `None` once the order is no longer watched.
+    pub next_poll_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: u32,
+    pub not_found_count: u32,
+}
+
+/// Everything one poll of one order changes, written in one transaction: newly seen items, read
+/// flags that turned true, the events, one delivery per matching subscriber, and the order's
+/// polling state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollCommit {
+    pub order_id: OrderId,
+    pub new_chat: Vec<(i64, bool)>,
+    pub newly_read: Vec<i64>,
+    pub new_lifecycle: Vec<i64>,
+    pub events: Vec<NewEvent>,
+    pub progress: PollProgress,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitSummary {
+    pub events_inserted: u64,
+    pub deliveries_created: u64,
+}
+
+/// How a subscriber is reached. Stored as JSON so new channel kinds need no schema change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Channel {
+    Webhook { url: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriberStatus {
+    Active,
+    Disabled,
+}
+
+/// Which events a subscriber wants; `None` means all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscriberFilter {
+    pub event_types: Option<Vec<EventType>>,
+    pub order_ids: Option<Vec<OrderId>>,
+}
+
+impl SubscriberFilter {
+    pub fn matches(&self, event_type: EventType, order_id: &OrderId) -> bool {
+        self.event_types
+            .as_ref()
+            .is_none_or(|types| types.contains(&event_type))
+            && self
+                .order_ids
+                .as_ref()
+                .is_none_or(|ids| ids.contains(order_id))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSecret {
+    pub secret: SigningSecret,
+    pub created_at: DateTime<Utc>,
+    /// Set when a rotation retires it: it keeps signing until then.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscriber {
+    pub id: SubscriberId,
+    pub channel: Channel,
+    pub filter: SubscriberFilter,
+    pub description: Option<String>,
+    pub status: SubscriberStatus,
+    pub disabled_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Newest first.
+    pub secrets: Vec<StoredSecret>,
+}
+
+impl Subscriber {
+    /// The secrets that sign a delivery made at `now`: the current one and any still in grace.
+    pub fn signing_secrets(&self, now: DateTime<Utc>) -> Vec<SigningSecret> {
+        self.secrets
+            .iter()
+            .filter(|s| s.expires_at.is_none_or(|at| at > now))
+            .map(|s| s.secret.clone())
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSubscriber {
+    pub id: SubscriberId,
+    pub channel: Channel,
+    pub filter: SubscriberFilter,
+    pub description: Option<String>,
+    pub secret: SigningSecret,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A partial update: `None` leaves a field as it is; `Some(None)` clears a filter.
+#[derive(Debug, Clone, Default)]
+pub struct SubscriberPatch {
+    pub channel: Option<Channel>,
+    pub event_types: Option<Option<Vec<EventType>>>,
+    pub order_ids: Option<Option<Vec<OrderId>>>,
+    pub description: Option<Option<String>>,
+    pub status: Option<SubscriberStatus>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    pub fn from_stored(s: &str) -> StoreResult<Self> {
+        Ok(match s {
+            "pending" => DeliveryStatus::Pending,
+            "delivered" => DeliveryStatus::Delivered,
+            "failed" => DeliveryStatus::Failed,
+            other => return Err(StoreError::Corrupt(format!("delivery status {other:?}"))),
+        })
+    }
+}
+
+/// A delivery the dispatcher has claimed: everything needed to send it without another read.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub id: DeliveryId,
+    pub event_id: EventId,
+    pub event_type: EventType,
+    pub order_id: OrderId,
+    pub event_created_at: DateTime<Utc>,
+    /// Shared by every subscriber's delivery of the same event.
+    pub payload: Arc<str>,
+    /// Attempts made before this one.
+    pub attempts_made: u32,
+    pub subscriber: Subscriber,
+}
+
+/// What one attempt ended in, as the dispatcher decided it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptResolution {
+    Delivered,
+    RetryAt(DateTime<Utc>),
+    /// Parked as failed; no further automatic attempts.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    pub delivery_id: DeliveryId,
+    pub at: DateTime<Utc>,
+    pub resolution: AttemptResolution,
+    pub status_code: Option<u16>,
+    pub response_excerpt: Option<String>,
+    pub error: Option<String>,
+    /// Set when the receiver asked to be switched off (HTTP 410).
+    pub disable_subscriber: Option<(SubscriberId, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Attempt {
+    pub at: DateTime<Utc>,
+    pub outcome: String,
+    pub status_code: Option<u16>,
+    pub response_excerpt: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub id: DeliveryId,
+    pub event_id: EventId,
+    pub event_type: EventType,
+    pub order_id: OrderId,
+    pub subscriber_id: SubscriberId,
+    pub status: DeliveryStatus,
+    pub attempt_count: u32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub attempts: Vec<Attempt>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub status: Option<DeliveryStatus>,
+    pub subscriber_id: Option<SubscriberId>,
+    pub order_id: Option<OrderId>,
+    pub limit: u32,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- watched orders
+    /// Starts watching; returns `false` if the order was already being watched (then unchanged).
+    /// A stopped, expired or not-found order is watched again.
+    async fn watch_order(
+        &self,
+        order_id: &OrderId,
+        user_id: Option<&UserId>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<(Order, bool)>;
+    async fn get_order(&self, order_id: &OrderId) -> StoreResult<Option<(Order, OrderCounts)>>;
+    async fn list_orders(&self) -> StoreResult<Vec<Order>>;
+    /// Stops watching; returns `false` if the order is unknown.
+    async fn stop_order(&self, order_id: &OrderId) -> StoreResult<bool>;
+    /// Watched orders whose next poll is due at `now`, earliest first.
+    async fn due_orders(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Order>>;
+    /// When the next watched order falls due, if any.
+    async fn next_poll_due(&self) -> StoreResult<Option<DateTime<Utc>>>;
+
+    // --- diff memory and the outbox
+    async fn seen_state(&self, order_id: &OrderId) -> StoreResult<SeenState>;
+    /// Applies one poll's result atomically (see [`PollCommit`]). Events already stored (same
+    /// id) are skipped, and so are their deliveries. The order's progress is only written while
+    /// it is still watched, so a concurrent stop wins.
+    async fn commit_poll(&self, commit: &PollCommit) -> StoreResult<CommitSummary>;
+
+    // --- subscribers
+    async fn create_subscriber(&self, new: NewSubscriber) -> StoreResult<Subscriber>;
+    async fn get_subscriber(&self, id: &SubscriberId) -> StoreResult<Option<Subscriber>>;
+    async fn list_subscribers(&self) -> StoreResult<Vec<Subscriber>>;
+    async fn update_subscriber(
+        &self,
+        id: &SubscriberId,
+        patch: SubscriberPatch,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Subscriber>>;
+    /// Deletes the subscriber; its pending deliveries are parked as failed.
+    async fn delete_subscriber(&self, id: &SubscriberId) -> StoreResult<bool>;
+    /// Adds `new_secret` as current; the previous current secret keeps signing until
+    /// `old_expires_at`.
+    async fn rotate_secret(
+        &self,
+        id: &SubscriberId,
+        new_secret: SigningSecret,
+        now: DateTime<Utc>,
+        old_expires_at: DateTime<Utc>,
+    ) -> StoreResult<Option<Subscriber>>;
+
+    // --- deliveries
+    /// Claims up to `limit` pending deliveries due at `now` of active subscribers, pushing their
+    /// `next_attempt_at` to `lease_until` so no one else claims them meanwhile; a crash leaves
+    /// them to be claimed again when the lease ends (at-least-once).
+    async fn claim_due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedDelivery>>;
+    /// Records attempts and their resolutions in one transaction.
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<()>;
+    /// When the next pending delivery falls due, if any.
+    async fn next_delivery_due(&self) -> StoreResult<Option<DateTime<Utc>>>;
+    async fn list_deliveries(&self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>>;
+    async fn get_delivery(&self, id: &DeliveryId) -> StoreResult<Option<Delivery>>;
+    /// Makes a delivery pending and due at `now` again, whatever its status.
+    async fn retry_delivery(
+        &self,
+        id: &DeliveryId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Delivery>>;
+}
