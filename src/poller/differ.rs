@@ -1,0 +1,337 @@
+//! The differ: a pure function from (what the store has seen, what upstream returned) to the
+//! events to emit and the seen-state changes to record. Novelty is decided by id membership, never
+//! by id order, and an empty `chat_messages` on an expired order deletes nothing.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::domain::{EventId, EventType, OrderId};
+use crate::instacart::models::{
+    ChatMessage, ChatUser, LifecycleMessage, ParticipantType, PollSnapshot,
+};
+use crate::store::{NewEvent, SeenState};
+
+/// What one poll changes, before the poller adds the order's progress.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Diff {
+    pub new_chat: Vec<(i64, bool)>,
+    pub newly_read: Vec<i64>,
+    pub new_lifecycle: Vec<i64>,
+    pub events: Vec<NewEvent>,
+    /// Upstream says chat messages are no longer accessible: the order's watch is over.
+    pub expired: bool,
+}
+
+/// The webhook body: `{"type","timestamp","data"}` as Standard Webhooks suggests.
+#[derive(Serialize)]
+struct Envelope<D: Serialize> {
+    #[serde(rename = "type")]
+    event_type: EventType,
+    timestamp: String,
+    data: D,
+}
+
+/// The people on an order, resolved from the response metadata, in every event.
+#[derive(Serialize)]
+struct Parties<'a> {
+    customer: &'a ChatUser,
+    current_shopper: Option<&'a ChatUser>,
+}
+
+#[derive(Serialize)]
+struct ChatData<'a> {
+    order_id: &'a OrderId,
+    message: &'a ChatMessage,
+    /// The sender's display name and avatar, when the metadata knows them.
+    sender: Option<&'a ChatUser>,
+    #[serde(flatten)]
+    parties: Parties<'a>,
+}
+
+#[derive(Serialize)]
+struct LifecycleData<'a> {
+    order_id: &'a OrderId,
+    notification: &'a LifecycleMessage,
+    #[serde(flatten)]
+    parties: Parties<'a>,
+}
+
+#[derive(Serialize)]
+struct ExpiredData<'a> {
+    order_id: &'a OrderId,
+    #[serde(flatten)]
+    parties: Parties<'a>,
+}
+
+pub fn diff(
+    order_id: &OrderId,
+    seen: &SeenState,
+    snapshot: &PollSnapshot,
+    now: DateTime<Utc>,
+) -> Diff {
+    let builder = EventBuilder {
+        order_id,
+        snapshot,
+        now,
+    };
+    let mut out = Diff::default();
+
+    let mut chat: Vec<&ChatMessage> = snapshot.chat_messages.iter().collect();
+    chat.sort_by_key(|m| (m.created_at, m.id));
+    for message in chat {
+        match seen.chat.get(&message.id) {
+            None => {
+                out.new_chat.push((message.id, message.read));
+                out.events
+                    .push(builder.chat(EventType::ChatMessageCreated, message));
+            }
+            Some(false) if message.read => {
+                out.newly_read.push(message.id);
+                out.events
+                    .push(builder.chat(EventType::ChatMessageRead, message));
+            }
+            Some(_) => {}
+        }
+    }
+
+    let mut lifecycle: Vec<&LifecycleMessage> = snapshot
+        .lifecycle_messages
+        .iter()
+        .filter(|n| !seen.lifecycle.contains(&n.notification_id))
+        .collect();
+    lifecycle.sort_by_key(|n| (n.created_at, n.notification_id));
+    for notification in lifecycle {
+        out.new_lifecycle.push(notification.notification_id);
+        out.events.push(builder.lifecycle(notification));
+    }
+
+    if snapshot.is_expired == Some(true) {
+        out.expired = true;
+        out.events.push(builder.expired());
+    }
+    out
+}
+
+struct EventBuilder<'a> {
+    order_id: &'a OrderId,
+    snapshot: &'a PollSnapshot,
+    now: DateTime<Utc>,
+}
+
+impl<'a> EventBuilder<'a> {
+    fn parties(&self) -> Parties<'a> {
+        Parties {
+            customer: &self.snapshot.customer,
+            current_shopper: self.snapshot.current_shopper.as_ref(),
+        }
+    }
+
+    fn sender_of(&self, message: &ChatMessage) -> Option<&'a ChatUser> {
+        let s = self.snapshot;
+        match message.sender_type {
+            ParticipantType::User => Some(&s.customer),
+            ParticipantType::Driver => s
+                .current_shopper
+                .iter()
+                .chain(&s.shoppers)
+                .find(|u| u.id == message.sender_id),
+        }
+    }
+
+    fn chat(&self, event_type: EventType, message: &ChatMessage) -> NewEvent {
+        let data = ChatData {
+            order_id: self.order_id,
+            message,
+            sender: self.sender_of(message),
+            parties: self.parties(),
+        };
+        self.event(event_type, Some(message.id), data)
+    }
+
+    fn lifecycle(&self, notification: &LifecycleMessage) -> NewEvent {
+        let data = LifecycleData {
+            order_id: self.order_id,
+            notification,
+            parties: self.parties(),
+        };
+        self.event(
+            EventType::LifecycleMessageCreated,
+            Some(notification.notification_id),
+            data,
+        )
+    }
+
+    fn expired(&self) -> NewEvent {
+        let data = ExpiredData {
+            order_id: self.order_id,
+            parties: self.parties(),
+        };
+        self.event(EventType::OrderChatExpired, None, data)
+    }
+
+    fn event<D: Serialize>(
+        &self,
+        event_type: EventType,
+        subject: Option<i64>,
+        data: D,
+    ) -> NewEvent {
+        let envelope = Envelope {
+            event_type,
+            timestamp: self.now.to_rfc3339_opts(SecondsFormat::Millis, true),
+            data,
+        };
+        NewEvent {
+            id: EventId::derive(event_type, self.order_id, subject),
+            order_id: self.order_id.clone(),
+            event_type,
+            payload: serde_json::to_string(&envelope).expect("event payloads always serialize"),
+            created_at: self.now,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::instacart::models::OrderMessagesResponse;
+    use serde_json::Value;
+
+    fn seed_snapshot() -> PollSnapshot {
+        let seed = include_str!("../../tests/fixtures/order_messages.json");
+        serde_json::from_str::<OrderMessagesResponse>(seed)
+            .unwrap()
+            .into()
+    }
+
+    fn order() -> OrderId {
+        OrderId::parse("order_id", "122233").unwrap()
+    }
+
+    fn now() -> DateTime<Utc> {
+        "2021-01-01T00:10:00Z".parse().unwrap()
+    }
+
+    fn types(diff: &Diff) -> Vec<EventType> {
+        diff.events.iter().map(|e| e.event_type).collect()
+    }
+
+    fn seen_after(diff: &Diff) -> SeenState {
+        let mut seen = SeenState::default();
+        seen.chat.extend(diff.new_chat.iter().copied());
+        seen.lifecycle.extend(diff.new_lifecycle.iter().copied());
+        seen
+    }
+
+    #[test]
+    fn first_poll_announces_every_message_with_the_sender_resolved() {
+        let diff = diff(&order(), &SeenState::default(), &seed_snapshot(), now());
+        assert_eq!(
+            types(&diff),
+            [
+                EventType::ChatMessageCreated,
+                EventType::LifecycleMessageCreated
+            ]
+        );
+        let body: Value = serde_json::from_str(&diff.events[0].payload).unwrap();
+        assert_eq!(body["type"], "chat_message.created");
+        assert_eq!(body["timestamp"], "2021-01-01T00:10:00.000Z");
+        assert_eq!(body["data"]["order_id"], "122233");
+        assert_eq!(body["data"]["message"]["id"], 123456789);
+        assert_eq!(body["data"]["message"]["body"], "MessageBody");
+        assert_eq!(body["data"]["sender"]["display_name"], "SomeFirstName");
+        assert_eq!(body["data"]["sender"]["avatar_url"], "SomeURL");
+        assert_eq!(body["data"]["customer"]["display_name"], "John");
+        assert_eq!(body["data"]["current_shopper"]["display_name"], "Robert");
+
+        let lifecycle: Value = serde_json::from_str(&diff.events[1].payload).unwrap();
+        assert_eq!(
+            lifecycle["data"]["notification"]["body"],
+            "Your order has been picked up."
+        );
+        assert_eq!(lifecycle["data"]["notification"]["medium"], "sms");
+    }
+
+    #[test]
+    fn a_second_poll_of_the_same_response_emits_nothing() {
+        let first = diff(&order(), &SeenState::default(), &seed_snapshot(), now());
+        let second = diff(&order(), &seen_after(&first), &seed_snapshot(), now());
+        assert_eq!(second, Diff::default());
+    }
+
+    #[test]
+    fn novelty_is_by_membership_not_by_increasing_ids() {
+        let mut snapshot = seed_snapshot();
+        let seen = seen_after(&diff(&order(), &SeenState::default(), &snapshot, now()));
+        let mut older_id = snapshot.chat_messages[0].clone();
+        older_id.id = 5; // smaller than every id already seen
+        snapshot.chat_messages.push(older_id);
+        let diff = diff(&order(), &seen, &snapshot, now());
+        assert_eq!(diff.new_chat, [(5, false)]);
+        assert_eq!(types(&diff), [EventType::ChatMessageCreated]);
+    }
+
+    #[test]
+    fn a_read_flag_turning_true_is_announced_once() {
+        let mut snapshot = seed_snapshot();
+        let seen = seen_after(&diff(&order(), &SeenState::default(), &snapshot, now()));
+        snapshot.chat_messages[0].read = true;
+        snapshot.chat_messages[0].read_at = Some(now());
+        let read = diff(&order(), &seen, &snapshot, now());
+        assert_eq!(read.newly_read, [123456789]);
+        assert_eq!(types(&read), [EventType::ChatMessageRead]);
+        let created_id = EventId::derive(EventType::ChatMessageCreated, &order(), Some(123456789));
+        assert_ne!(read.events[0].id, created_id);
+
+        let mut seen_read = seen;
+        seen_read.chat.insert(123456789, true);
+        assert_eq!(
+            diff(&order(), &seen_read, &snapshot, now()),
+            Diff::default()
+        );
+    }
+
+    #[test]
+    fn a_message_first_seen_already_read_is_only_created() {
+        let mut snapshot = seed_snapshot();
+        snapshot.chat_messages[0].read = true;
+        let diff = diff(&order(), &SeenState::default(), &snapshot, now());
+        assert_eq!(diff.new_chat, [(123456789, true)]);
+        assert!(diff.newly_read.is_empty());
+    }
+
+    #[test]
+    fn expiry_with_empty_chat_announces_expiry_and_deletes_nothing() {
+        let mut snapshot = seed_snapshot();
+        let seen = seen_after(&diff(&order(), &SeenState::default(), &snapshot, now()));
+        snapshot.chat_messages.clear();
+        snapshot.is_expired = Some(true);
+        let diff = diff(&order(), &seen, &snapshot, now());
+        assert!(diff.expired);
+        assert_eq!(types(&diff), [EventType::OrderChatExpired]);
+        assert!(diff.new_chat.is_empty() && diff.newly_read.is_empty());
+    }
+
+    #[test]
+    fn events_follow_creation_time_and_ids_are_stable_across_polls() {
+        let mut snapshot = seed_snapshot();
+        let mut earlier = snapshot.chat_messages[0].clone();
+        earlier.id = 999;
+        earlier.created_at = "2020-12-31T23:00:00Z".parse().unwrap();
+        snapshot.chat_messages.push(earlier);
+        let a = diff(&order(), &SeenState::default(), &snapshot, now());
+        let later: DateTime<Utc> = "2021-01-02T00:00:00Z".parse().unwrap();
+        let b = diff(&order(), &SeenState::default(), &snapshot, later);
+        assert_eq!(a.new_chat[0].0, 999);
+        let ids = |d: &Diff| d.events.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&a), ids(&b));
+    }
+
+    #[test]
+    fn an_unknown_sender_is_null_not_guessed() {
+        let mut snapshot = seed_snapshot();
+        snapshot.chat_messages[0].sender_id = 1;
+        let diff = diff(&order(), &SeenState::default(), &snapshot, now());
+        let body: Value = serde_json::from_str(&diff.events[0].payload).unwrap();
+        assert!(body["data"]["sender"].is_null());
+    }
+}
