@@ -5,9 +5,11 @@
 pub mod admin;
 pub mod channels;
 pub mod config;
+pub mod demo;
 pub mod dispatch;
 pub mod domain;
 pub mod instacart;
 pub mod poller;
 pub mod simulator;
 pub mod store;
+pub mod telemetry;

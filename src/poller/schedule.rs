@@ -1,0 +1,179 @@
+//! When an order is polled next, and in what state, after each poll. Pure, so the policy
+//! (jitter, exponential back-off, 404 confirmations, expiry) is tested without a clock.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use std::time::Duration;
+
+use crate::config::PollerSettings;
+use crate::instacart::InstacartError;
+use crate::store::{FallbackReason, Order, OrderState, PollProgress};
+
+/// `spread` is a random number in [-1, 1]; the caller draws it so this stays deterministic.
+pub fn after_success(
+    settings: &PollerSettings,
+    fallback: Option<FallbackReason>,
+    expired: bool,
+    now: DateTime<Utc>,
+    spread: f64,
+) -> PollProgress {
+    PollProgress {
+        polled_at: now,
+        state: if expired {
+            OrderState::Expired
+        } else {
+            OrderState::Watching
+        },
+        fallback,
+        next_poll_at: (!expired).then(|| now + jittered(settings.interval, settings.jitter, spread)),
+        last_error: None,
+        consecutive_failures: 0,
+        not_found_count: 0,
+    }
+}
+
+pub fn after_failure(
+    settings: &PollerSettings,
+    order: &Order,
+    fallback: Option<FallbackReason>,
+    error: &InstacartError,
+    now: DateTime<Utc>,
+    spread: f64,
+) -> PollProgress {
+    if let InstacartError::NotFound = error {
+        let confirmations = order.not_found_count + 1;
+        let given_up = confirmations >= settings.not_found_confirmations;
+        return PollProgress {
+            polled_at: now,
+            state: if given_up {
+                OrderState::NotFound
+            } else {
+                OrderState::Watching
+            },
+            fallback,
+            next_poll_at: (!given_up)
+                .then(|| now + jittered(settings.interval, settings.jitter, spread)),
+            last_error: Some(format!(
+                "{error} (confirmation {confirmations} of {})",
+                settings.not_found_confirmations
+            )),
+            consecutive_failures: order.consecutive_failures,
+            not_found_count: confirmations,
+        };
+    }
+    let failures = order.consecutive_failures.saturating_add(1);
+    let backoff = settings
+        .interval
+        .saturating_mul(1u32 << failures.min(16))
+        .min(settings.max_backoff);
+    let wait = jittered(backoff, settings.jitter, spread).max(to_delta(
+        error.retry_after().unwrap_or_default(),
+    ));
+    PollProgress {
+        polled_at: now,
+        state: OrderState::Watching,
+        fallback,
+        next_poll_at: Some(now + wait),
+        last_error: Some(error.to_string()),
+        consecutive_failures: failures,
+        not_found_count: 0,
+    }
+}
+
+fn jittered(base: Duration, jitter: f64, spread: f64) -> TimeDelta {
+    to_delta(base.mul_f64(1.0 + jitter * spread.clamp(-1.0, 1.0)))
+}
+
+fn to_delta(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::OrderId;
+
+    fn settings() -> PollerSettings {
+        PollerSettings {
+            interval: Duration::from_secs(5),
+            jitter: 0.1,
+            max_backoff: Duration::from_secs(60),
+            not_found_confirmations: 3,
+            ..PollerSettings::default()
+        }
+    }
+
+    fn order(failures: u32, not_found: u32) -> Order {
+        Order {
+            order_id: OrderId::parse("order_id", "1").unwrap(),
+            user_id: None,
+            state: OrderState::Watching,
+            fallback: None,
+            created_at: now(),
+            next_poll_at: Some(now()),
+            last_polled_at: None,
+            last_error: None,
+            consecutive_failures: failures,
+            not_found_count: not_found,
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        "2026-01-01T00:00:00Z".parse().unwrap()
+    }
+
+    fn wait(p: &PollProgress) -> TimeDelta {
+        p.next_poll_at.unwrap() - now()
+    }
+
+    #[test]
+    fn success_schedules_the_next_poll_within_the_jitter_band() {
+        let s = settings();
+        let low = after_success(&s, None, false, now(), -1.0);
+        let high = after_success(&s, None, false, now(), 1.0);
+        assert_eq!(wait(&low), TimeDelta::milliseconds(4500));
+        assert_eq!(wait(&high), TimeDelta::milliseconds(5500));
+        assert_eq!(low.state, OrderState::Watching);
+    }
+
+    #[test]
+    fn expiry_stops_watching() {
+        let p = after_success(&settings(), None, true, now(), 0.0);
+        assert_eq!(p.state, OrderState::Expired);
+        assert_eq!(p.next_poll_at, None);
+    }
+
+    #[test]
+    fn server_errors_back_off_exponentially_up_to_the_ceiling() {
+        let s = settings();
+        let err = InstacartError::Server { status: 503 };
+        let waits: Vec<i64> = [0, 1, 2, 3, 10]
+            .into_iter()
+            .map(|f| wait(&after_failure(&s, &order(f, 0), None, &err, now(), 0.0)).num_seconds())
+            .collect();
+        assert_eq!(waits, [10, 20, 40, 60, 60]);
+        let p = after_failure(&s, &order(0, 0), None, &err, now(), 0.0);
+        assert_eq!(p.consecutive_failures, 1);
+        assert!(p.last_error.unwrap().contains("503"));
+    }
+
+    #[test]
+    fn retry_after_is_honoured_when_longer_than_the_backoff() {
+        let err = InstacartError::RateLimited {
+            retry_after: Some(Duration::from_secs(120)),
+        };
+        let p = after_failure(&settings(), &order(0, 0), None, &err, now(), 0.0);
+        assert_eq!(wait(&p).num_seconds(), 120);
+    }
+
+    #[test]
+    fn not_found_is_confirmed_before_the_order_is_given_up() {
+        let s = settings();
+        let first = after_failure(&s, &order(0, 0), None, &InstacartError::NotFound, now(), 0.0);
+        assert_eq!(first.state, OrderState::Watching);
+        assert_eq!(first.not_found_count, 1);
+        let third = after_failure(&s, &order(0, 2), None, &InstacartError::NotFound, now(), 0.0);
+        assert_eq!(third.state, OrderState::NotFound);
+        assert_eq!(third.next_poll_at, None);
+        assert!(third.last_error.unwrap().contains("confirmation 3 of 3"));
+    }
+}

@@ -1,0 +1,107 @@
+//! The binary's start-up: a bad configuration fails at once, naming the key and the rule.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn bridge(args: &[&str], env: &[(&str, &str)], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shopper-bridge"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("RUST_LOG")
+        .current_dir(dir)
+        .output()
+        .expect("the binary runs")
+}
+
+fn config_file(dir: &Path, toml: &str) -> String {
+    let path = dir.join("bridge.toml");
+    std::fs::write(&path, toml).unwrap();
+    path.display().to_string()
+}
+
+const VALID: &str = r#"
+[server]
+admin_token = "a-long-enough-admin-token"
+[instacart]
+token = "static-token"
+"#;
+
+fn assert_fails_naming(output: &Output, needles: &[&str]) {
+    assert!(!output.status.success(), "expected failure");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for needle in needles {
+        assert!(stderr.contains(needle), "{needle:?} not in stderr: {stderr}");
+    }
+}
+
+#[test]
+fn a_missing_admin_token_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(dir.path(), "[instacart]\ntoken = \"t\"\n");
+    let out = bridge(&["serve", "--config", &path], &[], dir.path());
+    assert_fails_naming(&out, &["server.admin_token", "is required"]);
+}
+
+#[test]
+fn a_rule_violation_in_the_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(dir.path(), &format!("{VALID}[poller]\nconcurrency = 0\n"));
+    let out = bridge(&["serve", "--config", &path], &[], dir.path());
+    assert_fails_naming(&out, &["poller.concurrency", "must be at least 1"]);
+}
+
+#[test]
+fn a_badly_typed_environment_override_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(dir.path(), VALID);
+    let out = bridge(
+        &["serve", "--config", &path],
+        &[("SHOPPER_BRIDGE_POLLER__INTERVAL", "often")],
+        dir.path(),
+    );
+    assert_fails_naming(&out, &["poller.interval", "SHOPPER_BRIDGE_"]);
+}
+
+#[test]
+fn an_unknown_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(dir.path(), &format!("{VALID}[poller]\nintervall = \"5s\"\n"));
+    let out = bridge(&["serve", "--config", &path], &[], dir.path());
+    assert_fails_naming(&out, &["intervall"]);
+}
+
+#[test]
+fn an_explicit_config_file_must_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bridge(&["serve", "--config", "nowhere.toml"], &[], dir.path());
+    assert_fails_naming(&out, &["nowhere.toml", "not found"]);
+}
+
+#[test]
+fn secrets_given_in_config_never_reach_the_error_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(
+        dir.path(),
+        "[server]\nadmin_token = \"short-secret\"\n[instacart]\ntoken = \"tok-1234567890\"\n",
+    );
+    let out = bridge(&["serve", "--config", &path], &[], dir.path());
+    assert_fails_naming(&out, &["server.admin_token", "at least 16 characters"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("short-secret") && !stderr.contains("tok-1234567890"));
+}
+
+#[test]
+fn the_environment_alone_is_enough_to_migrate_a_new_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bridge(
+        &["migrate"],
+        &[
+            ("SHOPPER_BRIDGE_SERVER__ADMIN_TOKEN", "a-long-enough-admin-token"),
+            ("SHOPPER_BRIDGE_INSTACART__TOKEN", "static-token"),
+            ("SHOPPER_BRIDGE_STORE__URL", "sqlite://bridge.db"),
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.path().join("bridge.db").exists());
+}
