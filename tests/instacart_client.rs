@@ -120,7 +120,10 @@ impl Call {
         match self {
             Call::OrderMessages => client.order_messages(&order, user_id).await.map(drop),
             Call::ChatMessages => client.chat_messages(&order, user_id).await.map(drop),
-            Call::SendMessage => client.send_message(&order, user_id, MESSAGE).await.map(drop),
+            Call::SendMessage => client
+                .send_message(&order, user_id, MESSAGE)
+                .await
+                .map(drop),
             Call::MarkRead => client.mark_read(&order, user_id).await.map(drop),
         }
     }
@@ -272,8 +275,8 @@ async fn base_url_path_prefix_is_kept_without_doubled_slashes() {
 #[tokio::test]
 async fn unknown_order_is_not_found_on_every_endpoint() {
     for call in ALL_CALLS {
-        let answer = ResponseTemplate::new(404)
-            .set_body_json(envelope("Resource not found", Some(4000)));
+        let answer =
+            ResponseTemplate::new(404).set_body_json(envelope("Resource not found", Some(4000)));
         let err = error_for(call, answer).await;
         assert!(matches!(err, InstacartError::NotFound), "{call:?}: {err:?}");
         assert!(!err.is_retryable());
@@ -344,7 +347,10 @@ async fn rate_limit_is_retryable_after_the_announced_delay() {
 async fn server_error_is_retryable() {
     let answer = ResponseTemplate::new(500).set_body_string("oops");
     let err = error_for(Call::ChatMessages, answer).await;
-    assert!(matches!(err, InstacartError::Server { status: 500 }), "{err:?}");
+    assert!(
+        matches!(err, InstacartError::Server { status: 500 }),
+        "{err:?}"
+    );
     assert!(err.is_retryable());
 }
 
@@ -463,7 +469,9 @@ async fn tokens_are_cached_per_user() {
     for name in ["alice", "bob"] {
         Mock::given(method("POST"))
             .and(path(TOKEN_PATH))
-            .and(body_partial_json(json!({ "assertion": assertion_for(name) })))
+            .and(body_partial_json(
+                json!({ "assertion": assertion_for(name) }),
+            ))
             .respond_with(token_answer(&format!("{name}-token"), 86_400))
             .expect(1)
             .mount(&server)
@@ -596,5 +604,8 @@ async fn client_debug_output_hides_credentials() {
         client(&server, static_auth()),
         client(&server, oauth())
     );
-    assert!(!shown.contains(STATIC_TOKEN) && !shown.contains(CLIENT_SECRET), "{shown}");
+    assert!(
+        !shown.contains(STATIC_TOKEN) && !shown.contains(CLIENT_SECRET),
+        "{shown}"
+    );
 }

@@ -194,9 +194,7 @@ impl OAuthTokens {
             .await
             .map_err(|error| InstacartError::Auth(Box::new(error)))?;
         let lifetime = Duration::from_secs(answer.expires_in).min(MAX_LIFETIME);
-        let margin = (lifetime / 10)
-            .min(MAX_RENEWAL_MARGIN)
-            .max(self.min_margin);
+        let margin = (lifetime / 10).min(MAX_RENEWAL_MARGIN).max(self.min_margin);
         tracing::debug!(expires_in = answer.expires_in, "access token obtained");
         Ok(CachedToken {
             token: SecretString::from(answer.access_token),

@@ -96,8 +96,13 @@ impl InstacartClient {
         let payload = SendMessageRequest {
             body: body.to_owned(),
         };
-        self.call(Method::POST, self.chat_url(order_id), user_id, Some(&payload))
-            .await
+        self.call(
+            Method::POST,
+            self.chat_url(order_id),
+            user_id,
+            Some(&payload),
+        )
+        .await
     }
 
     /// `PUT /v2/post_checkout/chat/{order_id}/messages`: marks the shopper's messages as read.

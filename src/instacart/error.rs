@@ -17,7 +17,9 @@ pub enum InstacartError {
     #[error("Instacart order not found (HTTP 404, code 4000)")]
     NotFound,
     /// 400 / 4001: the order was placed with a user id but was fetched with client credentials.
-    #[error("Instacart does not know the user of this order: User ID not found (HTTP 400, code 4001)")]
+    #[error(
+        "Instacart does not know the user of this order: User ID not found (HTTP 400, code 4001)"
+    )]
     UserIdNotFound,
     /// 403: the retailer has Instacart redact shopper personal data, so messages are never served.
     #[error("Instacart redacts shopper PII for this retailer (HTTP 403)")]
@@ -40,7 +42,9 @@ pub enum InstacartError {
     Transport(#[source] reqwest::Error),
     /// A success whose JSON does not match the documented payload, or an error answer that is not
     /// Instacart's error envelope.
-    #[error("Instacart answered HTTP {status} with a body that does not match the documented format")]
+    #[error(
+        "Instacart answered HTTP {status} with a body that does not match the documented format"
+    )]
     MalformedBody {
         status: u16,
         #[source]
@@ -163,7 +167,11 @@ impl InstacartError {
                 message: error.message,
             },
             (403, None) if error.message == "Shopper PII" => Self::ShopperPiiRedacted,
-            (403, None) if error.message.starts_with("Sending a message is not allowed") => {
+            (403, None)
+                if error
+                    .message
+                    .starts_with("Sending a message is not allowed") =>
+            {
                 Self::MessagingNotAllowed {
                     message: error.message,
                 }
@@ -217,7 +225,14 @@ mod tests {
             Endpoint::PostCheckout,
         );
         assert!(
-            matches!(err, InstacartError::Unexpected { status: 400, code: Some(9999), .. }),
+            matches!(
+                err,
+                InstacartError::Unexpected {
+                    status: 400,
+                    code: Some(9999),
+                    ..
+                }
+            ),
             "{err:?}"
         );
     }
@@ -230,7 +245,14 @@ mod tests {
             Endpoint::Token,
         );
         assert!(
-            matches!(err, InstacartError::Unexpected { status: 404, code: Some(4000), .. }),
+            matches!(
+                err,
+                InstacartError::Unexpected {
+                    status: 404,
+                    code: Some(4000),
+                    ..
+                }
+            ),
             "{err:?}"
         );
     }
@@ -251,10 +273,17 @@ mod tests {
     #[test]
     fn non_envelope_error_bodies_are_malformed_and_only_retryable_on_5xx() {
         let err = classify(404, json!("<html>"), Endpoint::PostCheckout);
-        assert!(matches!(err, InstacartError::MalformedBody { status: 404, .. }));
+        assert!(matches!(
+            err,
+            InstacartError::MalformedBody { status: 404, .. }
+        ));
         assert!(!err.is_retryable());
         let source = serde_json::from_str::<u8>("x").unwrap_err();
-        assert!(InstacartError::MalformedBody { status: 502, source }.is_retryable());
+        assert!(InstacartError::MalformedBody {
+            status: 502,
+            source
+        }
+        .is_retryable());
     }
 
     #[test]
