@@ -10,4 +10,6 @@ pub mod domain;
 pub mod instacart;
 pub mod poller;
 pub mod simulator;
+pub mod startup;
 pub mod store;
+pub mod telemetry;
