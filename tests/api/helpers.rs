@@ -1,9 +1,10 @@
 use chrono::{DateTime, Utc};
 use rand::distributions::{Alphanumeric, DistString};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::path::Path;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tempfile::TempDir;
@@ -47,22 +48,34 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-/// Builds the application on a fresh SQLite file and a free loopback port, after `configure`
-/// has adjusted the settings. Webhooks may target loopback unless `configure` says otherwise.
-pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
-    LazyLock::force(&TRACING);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db_url = format!("sqlite://{}", dir.path().join("bridge.db").display());
+/// Complete settings for a test: a SQLite file in `dir`, a free loopback port, a random admin
+/// token, webhooks allowed to target loopback.
+pub fn test_settings(dir: &Path) -> Settings {
     let admin_token = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
-
     let mut settings: Settings = serde_json::from_value(json!({})).expect("defaults");
     settings.server.listen = ([127, 0, 0, 1], 0).into();
-    settings.server.admin_token = Some(SecretString::from(admin_token.clone()));
-    settings.store.url = db_url.clone();
+    settings.server.admin_token = Some(SecretString::from(admin_token));
+    settings.store.url = format!("sqlite://{}", dir.join("bridge.db").display());
     // Nothing reaches Instacart in these tests; the settings only need to be complete.
     settings.instacart.token = Some(SecretString::from("unused-connect-token".to_owned()));
     settings.delivery.allow_private_targets = true;
+    settings
+}
+
+/// Builds and runs the application with [`test_settings`], after `configure` adjusted them.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    LazyLock::force(&TRACING);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = test_settings(dir.path());
     configure(&mut settings);
+    let admin_token = settings
+        .server
+        .admin_token
+        .as_ref()
+        .expect("an admin token")
+        .expose_secret()
+        .to_owned();
+    let db_url = settings.store.url.clone();
 
     let app = Application::build(settings)
         .await

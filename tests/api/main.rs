@@ -4,4 +4,5 @@ mod deliveries;
 mod helpers;
 mod hygiene;
 mod orders;
+mod startup;
 mod subscribers;
