@@ -11,5 +11,6 @@ pub mod domain;
 pub mod instacart;
 pub mod poller;
 pub mod simulator;
+pub mod startup;
 pub mod store;
 pub mod telemetry;

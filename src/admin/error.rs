@@ -1,0 +1,251 @@
+//! The one error type of the admin API and its JSON shape, `{"errors":[{"code","message"}]}`
+//! (the shape HelpCrunch's REST API uses). Unexpected failures are logged with their cause chain
+//! and answered with an opaque 500: nothing internal, and never a secret, reaches a body.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::ValidationError;
+use crate::store::StoreError;
+use crate::telemetry::error_chain;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request could not be read: malformed JSON, an unexpected field, a bad query string.
+    #[error("{message}")]
+    InvalidRequest { status: StatusCode, message: String },
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("{resource} `{id}` was not found")]
+    NotFound { resource: &'static str, id: String },
+    #[error("no route for {method} {path}")]
+    RouteNotFound { method: String, path: String },
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    Conflict(String),
+    /// Well-formed, but values broke the rules; every broken rule is reported.
+    #[error("invalid fields")]
+    Invalid(Vec<ValidationError>),
+    /// The store is not answering (health check).
+    #[error("the store is not answering")]
+    Unavailable(#[source] StoreError),
+    #[error("internal error")]
+    Internal(#[from] StoreError),
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(error: ValidationError) -> Self {
+        ApiError::Invalid(vec![error])
+    }
+}
+
+/// `{"errors":[...]}`: the body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub errors: Vec<ErrorItem>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorItem {
+    /// Stable, machine-readable: `invalid_request`, `unauthorized`, `not_found`,
+    /// `route_not_found`, `method_not_allowed`, `conflict`, `invalid_field`, `unavailable`,
+    /// `internal_error`.
+    #[schema(example = "invalid_field")]
+    pub code: &'static str,
+    #[schema(example = "`url` must use http or https")]
+    pub message: String,
+    /// The offending field, for `invalid_field`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "url")]
+    pub field: Option<String>,
+}
+
+impl ErrorItem {
+    fn new(code: &'static str, message: String) -> Self {
+        Self {
+            code,
+            message,
+            field: None,
+        }
+    }
+}
+
+impl ApiError {
+    pub fn not_found(resource: &'static str, id: impl Into<String>) -> Self {
+        ApiError::NotFound {
+            resource,
+            id: id.into(),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest { status, .. } => *status,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound { .. } | ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest { .. } => "invalid_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound { .. } => "not_found",
+            ApiError::RouteNotFound { .. } => "route_not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Invalid(_) => "invalid_field",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    fn items(&self) -> Vec<ErrorItem> {
+        match self {
+            ApiError::Invalid(problems) => problems
+                .iter()
+                .map(|p| ErrorItem {
+                    code: self.code(),
+                    message: p.to_string(),
+                    field: Some(p.field.clone()),
+                })
+                .collect(),
+            // Display of these two is deliberately generic: the cause is only logged.
+            other => vec![ErrorItem::new(other.code(), other.to_string())],
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            ApiError::Internal(source) => {
+                tracing::error!(error = %error_chain(source), "request failed");
+            }
+            ApiError::Unavailable(source) => {
+                tracing::warn!(error = %error_chain(source), "health check failed");
+            }
+            _ => {}
+        }
+        let status = self.status();
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                errors: self.items(),
+            }),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+// Rejections of the extractors in `extract`: axum's message says what was wrong (with the JSON
+// path of the offending value); only the body shape and status codes are ours.
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let status = match rejection {
+            JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            JsonRejection::BytesRejection(ref r) => r.status(),
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::InvalidRequest {
+            status,
+            message: rejection.body_text(),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::InvalidRequest {
+            status: StatusCode::BAD_REQUEST,
+            message: rejection.body_text(),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::InvalidRequest {
+            status: StatusCode::BAD_REQUEST,
+            message: rejection.body_text(),
+        }
+    }
+}
+
+/// Gathers every broken rule of a request, so one response names them all. A value comes back
+/// `None` exactly when its problem was recorded, so a caller can destructure all its checked
+/// values and turn `Problems` into the error when any is missing.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<ValidationError>);
+
+impl Problems {
+    /// Keeps the value, or records why it was refused.
+    pub fn check<T>(&mut self, result: Result<T, ValidationError>) -> Option<T> {
+        result.map_err(|e| self.0.push(e)).ok()
+    }
+
+    /// Checks every item, without stopping at the first refusal.
+    pub fn check_each<T>(
+        &mut self,
+        results: impl IntoIterator<Item = Result<T, ValidationError>>,
+    ) -> Option<Vec<T>> {
+        let checked: Vec<Option<T>> = results.into_iter().map(|r| self.check(r)).collect();
+        checked.into_iter().collect()
+    }
+}
+
+/// Checks an optional field: `Some(None)` when absent, `Some(Some(v))` when present and valid,
+/// `None` when present and refused.
+pub fn when_present<T, U>(
+    value: Option<T>,
+    check: impl FnOnce(T) -> Option<U>,
+) -> Option<Option<U>> {
+    match value {
+        None => Some(None),
+        Some(value) => check(value).map(Some),
+    }
+}
+
+impl From<Problems> for ApiError {
+    fn from(problems: Problems) -> Self {
+        ApiError::Invalid(problems.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problems_report_every_field() {
+        let mut problems = Problems::default();
+        assert_eq!(problems.check(Ok::<_, ValidationError>(1)), Some(1));
+        let each = problems.check_each([
+            Err(ValidationError::new("a", "is bad")),
+            Ok(2),
+            Err(ValidationError::new("b", "is worse")),
+        ]);
+        assert_eq!(each, None);
+        let ApiError::Invalid(found) = ApiError::from(problems) else {
+            panic!("expected a validation error");
+        };
+        let fields: Vec<_> = found.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["a", "b"]);
+    }
+}
