@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AppState};
 use crate::config::{ConfigError, Settings};
+use crate::instacart::{InstacartClient, InstacartError};
+use crate::poller::Poller;
 use crate::store::{self, StoreError};
 use crate::telemetry::error_chain;
 
@@ -19,6 +21,8 @@ pub enum StartupError {
     Config(#[from] ConfigError),
     #[error("could not open the store")]
     Store(#[from] StoreError),
+    #[error("could not set up the Instacart client")]
+    Instacart(#[from] InstacartError),
     #[error("could not listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -41,6 +45,8 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    poller: Arc<Poller>,
+    background_tasks: bool,
 }
 
 impl Application {
@@ -49,6 +55,7 @@ impl Application {
     #[tracing::instrument(skip_all, fields(listen = %settings.server.listen))]
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         settings.validate()?;
+        let instacart = InstacartClient::new(&settings.instacart, settings.instacart_auth()?)?;
         let store = store::open(&settings.store.url).await?;
         let addr = settings.server.listen;
         let bind_error = |source| StartupError::Bind { addr, source };
@@ -56,12 +63,32 @@ impl Application {
         let port = listener.local_addr().map_err(bind_error)?.port();
         let state = AppState::new(store, Arc::new(settings));
         let router = admin::router(state.clone());
+        let poller = Arc::new(Poller::new(
+            state.store.clone(),
+            instacart,
+            state.settings.poller.clone(),
+            state.poller_wake.clone(),
+            state.dispatcher_wake.clone(),
+        ));
         Ok(Self {
             port,
             listener,
             router,
             state,
+            poller,
+            background_tasks: true,
         })
+    }
+
+    /// Serves only the HTTP API: polling and delivery happen when the caller invokes
+    /// [`Poller::poll_once`] (tests drive them step by step this way).
+    pub fn without_background_tasks(mut self) -> Self {
+        self.background_tasks = false;
+        self
+    }
+
+    pub fn poller(&self) -> Arc<Poller> {
+        self.poller.clone()
     }
 
     pub fn port(&self) -> u16 {
@@ -79,6 +106,13 @@ impl Application {
     pub async fn run_until_stopped(self, cancel: CancellationToken) -> Result<(), RunError> {
         let mut tasks: JoinSet<Result<(), RunError>> = JoinSet::new();
         tasks.spawn(serve(self.listener, self.router, cancel.clone()));
+        if self.background_tasks {
+            let poller = self.poller.run(cancel.clone());
+            tasks.spawn(async move {
+                poller.await;
+                Ok(())
+            });
+        }
 
         let mut first_error = None;
         while let Some(joined) = tasks.join_next().await {
