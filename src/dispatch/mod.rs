@@ -62,8 +62,9 @@ impl Dispatcher {
         if batch.is_empty() {
             return Ok(0);
         }
-        let records: Vec<AttemptRecord> = stream::iter(&batch)
-            .map(|delivery| self.attempt(delivery))
+        // Owned items: a closure over borrowed ones would make `run`'s future not `Send`.
+        let records: Vec<AttemptRecord> = stream::iter(batch)
+            .map(|delivery| async move { self.attempt(&delivery).await })
             .buffer_unordered(self.settings.concurrency)
             .collect()
             .await;
