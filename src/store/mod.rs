@@ -9,6 +9,15 @@ use std::sync::Arc;
 
 use crate::domain::{DeliveryId, EventId, EventType, OrderId, SigningSecret, SubscriberId, UserId};
 
+mod sqlite;
+pub use sqlite::SqliteStore;
+
+/// Opens the store named by `url` (`sqlite://path` or `sqlite:path`), creating the database if
+/// missing and applying migrations.
+pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
+    Ok(Arc::new(SqliteStore::open(url).await?))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error")]

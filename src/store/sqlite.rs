@@ -1,0 +1,1087 @@
+//! The SQLite backend. SQLite allows one writer at a time, so every write goes through a pool of
+//! exactly one connection: writers queue in-process instead of failing with `SQLITE_BUSY`, and
+//! each write transaction starts with `BEGIN IMMEDIATE` so it never has to upgrade a read lock.
+//! Reads use a small separate pool; in WAL mode they run alongside the writer and see the last
+//! committed state. Times are stored as INTEGER unix milliseconds.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection, Transaction};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{
+    Attempt, AttemptRecord, AttemptResolution, Channel, ClaimedDelivery, CommitSummary, Delivery,
+    DeliveryFilter, DeliveryStatus, FallbackReason, NewSubscriber, Order, OrderCounts, OrderState,
+    PollCommit, SeenState, Store, StoreError, StoreResult, StoredSecret, Subscriber,
+    SubscriberFilter, SubscriberPatch, SubscriberStatus,
+};
+use crate::domain::{
+    DeliveryId, EventId, EventType, OrderId, SigningSecret, SubscriberId, UserId, ValidationError,
+};
+
+/// Readers only ever run short indexed queries; a few cover the admin API next to the poller.
+const READ_CONNECTIONS: u32 = 4;
+/// How long a connection waits on a lock held by another process before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url` (`sqlite://path` or `sqlite:path`) and
+    /// applies pending migrations.
+    #[tracing::instrument(skip_all)]
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        // Kept open for the life of the process: reopening costs, and closing the last
+        // connection checkpoints and removes the WAL.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        // `query_only` rather than a read-only open: a read-only WAL connection cannot create
+        // the shared-memory file when the writer is not connected.
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .connect_with(options.pragma("query_only", "ON"))
+            .await?;
+        tracing::info!(file = %url, "store opened");
+        Ok(Self { writer, reader })
+    }
+
+    async fn write_tx(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+// --- conversions between stored values and domain types
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn opt_ms(t: Option<DateTime<Utc>>) -> Option<i64> {
+    t.map(ms)
+}
+
+fn time(ms: i64) -> StoreResult<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} out of range")))
+}
+
+fn opt_time(ms: Option<i64>) -> StoreResult<Option<DateTime<Utc>>> {
+    ms.map(time).transpose()
+}
+
+fn counter(value: i64, what: &str) -> StoreResult<u32> {
+    u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value}")))
+}
+
+fn invalid(e: ValidationError) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn json_error(what: &str) -> impl FnOnce(serde_json::Error) -> StoreError + '_ {
+    move |e| StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+/// serde_json only fails on maps with non-string keys or failing `Serialize` impls; the values
+/// stored here (channels, filter lists, id lists) have neither.
+fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("stored JSON values always serialize")
+}
+
+/// A JSON array of ids, bound as one parameter and expanded with `json_each` so a batch needs no
+/// dynamically built `IN (?, ?, ...)` list.
+fn id_list<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
+    to_json(&ids.into_iter().collect::<Vec<_>>())
+}
+
+fn subscriber_status(s: &str) -> StoreResult<SubscriberStatus> {
+    match s {
+        "active" => Ok(SubscriberStatus::Active),
+        "disabled" => Ok(SubscriberStatus::Disabled),
+        other => Err(StoreError::Corrupt(format!("subscriber status {other:?}"))),
+    }
+}
+
+fn subscriber_status_str(s: SubscriberStatus) -> &'static str {
+    match s {
+        SubscriberStatus::Active => "active",
+        SubscriberStatus::Disabled => "disabled",
+    }
+}
+
+fn outcome_str(resolution: &AttemptResolution) -> &'static str {
+    match resolution {
+        AttemptResolution::Delivered => "delivered",
+        AttemptResolution::RetryAt(_) => "retry",
+        AttemptResolution::Failed => "failed",
+    }
+}
+
+fn decode_filter(
+    event_types: Option<&str>,
+    order_ids: Option<&str>,
+) -> StoreResult<SubscriberFilter> {
+    Ok(SubscriberFilter {
+        event_types: event_types
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(json_error("subscriber event_types"))?,
+        order_ids: order_ids
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(json_error("subscriber order_ids"))?,
+    })
+}
+
+// --- rows
+
+macro_rules! order_columns {
+    () => {
+        "order_id, user_id, state, fallback, created_at, next_poll_at, last_polled_at, \
+         last_error, consecutive_failures, not_found_count"
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct OrderRow {
+    order_id: String,
+    user_id: Option<String>,
+    state: String,
+    fallback: Option<String>,
+    created_at: i64,
+    next_poll_at: Option<i64>,
+    last_polled_at: Option<i64>,
+    last_error: Option<String>,
+    consecutive_failures: i64,
+    not_found_count: i64,
+}
+
+impl OrderRow {
+    fn into_order(self) -> StoreResult<Order> {
+        Ok(Order {
+            order_id: OrderId::parse("order_id", &self.order_id).map_err(invalid)?,
+            user_id: self
+                .user_id
+                .map(|u| UserId::parse("user_id", &u))
+                .transpose()
+                .map_err(invalid)?,
+            state: OrderState::from_stored(&self.state)?,
+            fallback: self
+                .fallback
+                .as_deref()
+                .map(FallbackReason::from_stored)
+                .transpose()?,
+            created_at: time(self.created_at)?,
+            next_poll_at: opt_time(self.next_poll_at)?,
+            last_polled_at: opt_time(self.last_polled_at)?,
+            last_error: self.last_error,
+            consecutive_failures: counter(self.consecutive_failures, "consecutive_failures")?,
+            not_found_count: counter(self.not_found_count, "not_found_count")?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct OrderWithCountsRow {
+    #[sqlx(flatten)]
+    order: OrderRow,
+    chat_messages: i64,
+    lifecycle_messages: i64,
+    events: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct SubscriberRow {
+    id: String,
+    config: String,
+    event_types: Option<String>,
+    order_ids: Option<String>,
+    description: Option<String>,
+    status: String,
+    disabled_reason: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct SecretRow {
+    subscriber_id: String,
+    secret: String,
+    created_at: i64,
+    expires_at: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct DueRow {
+    id: String,
+    event_id: String,
+    subscriber_id: String,
+    attempt_count: i64,
+    event_type: String,
+    order_id: String,
+    event_created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct DeliveryRow {
+    id: String,
+    event_id: String,
+    event_type: String,
+    order_id: String,
+    subscriber_id: String,
+    status: String,
+    attempt_count: i64,
+    next_attempt_at: Option<i64>,
+    created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    delivery_id: String,
+    at: i64,
+    outcome: String,
+    status_code: Option<i64>,
+    response_excerpt: Option<String>,
+    error: Option<String>,
+}
+
+// --- shared loaders (usable inside a transaction or on a pooled connection)
+
+async fn load_order(conn: &mut SqliteConnection, order_id: &str) -> StoreResult<Option<Order>> {
+    sqlx::query_as::<_, OrderRow>(concat!(
+        "SELECT ",
+        order_columns!(),
+        " FROM orders WHERE order_id = ?1"
+    ))
+    .bind(order_id)
+    .fetch_optional(conn)
+    .await?
+    .map(OrderRow::into_order)
+    .transpose()
+}
+
+/// Subscribers with their secrets (newest first); `ids: None` loads all of them.
+async fn load_subscribers(
+    conn: &mut SqliteConnection,
+    ids: Option<&str>,
+) -> StoreResult<Vec<Subscriber>> {
+    macro_rules! subscribers {
+        ($rest:literal) => {
+            concat!(
+                "SELECT id, config, event_types, order_ids, description, status, \
+                 disabled_reason, created_at, updated_at FROM subscribers ",
+                $rest
+            )
+        };
+    }
+    macro_rules! secrets {
+        ($rest:literal) => {
+            concat!(
+                "SELECT subscriber_id, secret, created_at, expires_at FROM subscriber_secrets ",
+                $rest
+            )
+        };
+    }
+    let (rows, secret_rows) = match ids {
+        None => (
+            sqlx::query_as::<_, SubscriberRow>(subscribers!("ORDER BY created_at, id"))
+                .fetch_all(&mut *conn)
+                .await?,
+            sqlx::query_as::<_, SecretRow>(secrets!("ORDER BY created_at DESC, seq DESC"))
+                .fetch_all(&mut *conn)
+                .await?,
+        ),
+        Some(ids) => (
+            sqlx::query_as::<_, SubscriberRow>(subscribers!(
+                "WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY created_at, id"
+            ))
+            .bind(ids)
+            .fetch_all(&mut *conn)
+            .await?,
+            sqlx::query_as::<_, SecretRow>(secrets!(
+                "WHERE subscriber_id IN (SELECT value FROM json_each(?1)) \
+                 ORDER BY created_at DESC, seq DESC"
+            ))
+            .bind(ids)
+            .fetch_all(&mut *conn)
+            .await?,
+        ),
+    };
+
+    let mut secrets: HashMap<String, Vec<StoredSecret>> = HashMap::new();
+    for row in secret_rows {
+        let secret = StoredSecret {
+            secret: SigningSecret::parse("secret", &row.secret).map_err(invalid)?,
+            created_at: time(row.created_at)?,
+            expires_at: opt_time(row.expires_at)?,
+        };
+        secrets.entry(row.subscriber_id).or_default().push(secret);
+    }
+    rows.into_iter()
+        .map(|row| {
+            Ok(Subscriber {
+                id: SubscriberId::parse("id", &row.id).map_err(invalid)?,
+                channel: serde_json::from_str::<Channel>(&row.config)
+                    .map_err(json_error("subscriber config"))?,
+                filter: decode_filter(row.event_types.as_deref(), row.order_ids.as_deref())?,
+                description: row.description,
+                status: subscriber_status(&row.status)?,
+                disabled_reason: row.disabled_reason,
+                created_at: time(row.created_at)?,
+                updated_at: time(row.updated_at)?,
+                secrets: secrets.remove(&row.id).unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// Id and filter of every active subscriber: all the fan-out needs.
+async fn active_filters(
+    conn: &mut SqliteConnection,
+) -> StoreResult<Vec<(String, SubscriberFilter)>> {
+    let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT id, event_types, order_ids FROM subscribers WHERE status = 'active'",
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|(id, types, orders)| Ok((id, decode_filter(types.as_deref(), orders.as_deref())?)))
+        .collect()
+}
+
+async fn load_subscriber(
+    conn: &mut SqliteConnection,
+    id: &SubscriberId,
+) -> StoreResult<Option<Subscriber>> {
+    let ids = id_list([id.as_str()]);
+    Ok(load_subscribers(conn, Some(&ids)).await?.pop())
+}
+
+/// Deliveries matching `filter` (or the one with `id`), newest first, with their attempts.
+async fn load_deliveries(
+    conn: &mut SqliteConnection,
+    id: Option<&DeliveryId>,
+    filter: &DeliveryFilter,
+) -> StoreResult<Vec<Delivery>> {
+    let mut query = QueryBuilder::<Sqlite>::new(
+        "SELECT d.id, d.event_id, e.type AS event_type, e.order_id, d.subscriber_id, d.status, \
+         d.attempt_count, d.next_attempt_at, d.created_at \
+         FROM deliveries d JOIN events e ON e.id = d.event_id WHERE 1 = 1",
+    );
+    if let Some(id) = id {
+        query.push(" AND d.id = ").push_bind(id.as_str());
+    }
+    if let Some(status) = filter.status {
+        query.push(" AND d.status = ").push_bind(status.as_str());
+    }
+    if let Some(subscriber_id) = &filter.subscriber_id {
+        query
+            .push(" AND d.subscriber_id = ")
+            .push_bind(subscriber_id.as_str());
+    }
+    if let Some(order_id) = &filter.order_id {
+        query
+            .push(" AND e.order_id = ")
+            .push_bind(order_id.as_str());
+    }
+    // A zero limit means no limit (SQLite reads a negative LIMIT as unbounded).
+    let limit = if filter.limit == 0 {
+        -1
+    } else {
+        i64::from(filter.limit)
+    };
+    query.push(" ORDER BY d.seq DESC LIMIT ").push_bind(limit);
+    let rows = query
+        .build_query_as::<DeliveryRow>()
+        .fetch_all(&mut *conn)
+        .await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+
+    let ids = id_list(rows.iter().map(|r| r.id.as_str()));
+    let attempt_rows = sqlx::query_as::<_, AttemptRow>(
+        "SELECT delivery_id, at, outcome, status_code, response_excerpt, error FROM attempts \
+         WHERE delivery_id IN (SELECT value FROM json_each(?1)) ORDER BY at, seq",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut attempts: HashMap<String, Vec<Attempt>> = HashMap::new();
+    for row in attempt_rows {
+        let attempt = Attempt {
+            at: time(row.at)?,
+            outcome: row.outcome,
+            status_code: row
+                .status_code
+                .map(|c| {
+                    u16::try_from(c).map_err(|_| StoreError::Corrupt(format!("status code {c}")))
+                })
+                .transpose()?,
+            response_excerpt: row.response_excerpt,
+            error: row.error,
+        };
+        attempts.entry(row.delivery_id).or_default().push(attempt);
+    }
+
+    rows.into_iter()
+        .map(|row| {
+            Ok(Delivery {
+                id: DeliveryId::parse("id", &row.id).map_err(invalid)?,
+                event_id: EventId::from_stored(row.event_id),
+                event_type: EventType::parse("type", &row.event_type).map_err(invalid)?,
+                order_id: OrderId::parse("order_id", &row.order_id).map_err(invalid)?,
+                subscriber_id: SubscriberId::parse("subscriber_id", &row.subscriber_id)
+                    .map_err(invalid)?,
+                status: DeliveryStatus::from_stored(&row.status)?,
+                attempt_count: counter(row.attempt_count, "attempt_count")?,
+                next_attempt_at: opt_time(row.next_attempt_at)?,
+                created_at: time(row.created_at)?,
+                attempts: attempts.remove(&row.id).unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+async fn load_delivery(
+    conn: &mut SqliteConnection,
+    id: &DeliveryId,
+) -> StoreResult<Option<Delivery>> {
+    Ok(load_deliveries(conn, Some(id), &DeliveryFilter::default())
+        .await?
+        .pop())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    #[tracing::instrument(skip_all, fields(order_id = %order_id))]
+    async fn watch_order(
+        &self,
+        order_id: &OrderId,
+        user_id: Option<&UserId>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<(Order, bool)> {
+        let mut tx = self.write_tx().await?;
+        // Inserts a new order, or restarts one that is no longer watched from a clean slate
+        // (the fallback is rediscovered: a new user id may make order_messages usable again).
+        // An order being watched matches the WHERE of the upsert and stays untouched.
+        let started = sqlx::query(
+            "INSERT INTO orders (order_id, user_id, state, created_at, next_poll_at) \
+             VALUES (?1, ?2, 'watching', ?3, ?3) \
+             ON CONFLICT (order_id) DO UPDATE SET \
+                 state = 'watching', user_id = COALESCE(excluded.user_id, orders.user_id), \
+                 fallback = NULL, next_poll_at = excluded.next_poll_at, last_error = NULL, \
+                 consecutive_failures = 0, not_found_count = 0 \
+             WHERE orders.state <> 'watching'",
+        )
+        .bind(order_id.as_str())
+        .bind(user_id.map(UserId::as_str))
+        .bind(ms(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        let order = load_order(&mut tx, order_id.as_str())
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("order {order_id} vanished")))?;
+        tx.commit().await?;
+        Ok((order, started))
+    }
+
+    #[tracing::instrument(skip_all, fields(order_id = %order_id))]
+    async fn get_order(&self, order_id: &OrderId) -> StoreResult<Option<(Order, OrderCounts)>> {
+        let row = sqlx::query_as::<_, OrderWithCountsRow>(concat!(
+            "SELECT ",
+            order_columns!(),
+            ", (SELECT COUNT(*) FROM seen_items WHERE order_id = ?1 AND kind = 'chat') \
+                 AS chat_messages, \
+               (SELECT COUNT(*) FROM seen_items WHERE order_id = ?1 AND kind = 'lifecycle') \
+                 AS lifecycle_messages, \
+               (SELECT COUNT(*) FROM events WHERE order_id = ?1) AS events \
+             FROM orders WHERE order_id = ?1"
+        ))
+        .bind(order_id.as_str())
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|row| {
+            let counts = OrderCounts {
+                chat_messages: row.chat_messages.unsigned_abs(),
+                lifecycle_messages: row.lifecycle_messages.unsigned_abs(),
+                events: row.events.unsigned_abs(),
+            };
+            Ok((row.order.into_order()?, counts))
+        })
+        .transpose()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_orders(&self) -> StoreResult<Vec<Order>> {
+        sqlx::query_as::<_, OrderRow>(concat!(
+            "SELECT ",
+            order_columns!(),
+            " FROM orders ORDER BY created_at, order_id"
+        ))
+        .fetch_all(&self.reader)
+        .await?
+        .into_iter()
+        .map(OrderRow::into_order)
+        .collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(order_id = %order_id))]
+    async fn stop_order(&self, order_id: &OrderId) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let found = sqlx::query(
+            "UPDATE orders SET state = 'stopped', next_poll_at = NULL WHERE order_id = ?1",
+        )
+        .bind(order_id.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        tx.commit().await?;
+        Ok(found)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn due_orders(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Order>> {
+        sqlx::query_as::<_, OrderRow>(concat!(
+            "SELECT ",
+            order_columns!(),
+            " FROM orders WHERE state = 'watching' AND next_poll_at <= ?1 \
+              ORDER BY next_poll_at LIMIT ?2"
+        ))
+        .bind(ms(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?
+        .into_iter()
+        .map(OrderRow::into_order)
+        .collect()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn next_poll_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT next_poll_at FROM orders \
+             WHERE state = 'watching' AND next_poll_at IS NOT NULL \
+             ORDER BY next_poll_at LIMIT 1",
+        )
+        .fetch_optional(&self.reader)
+        .await?;
+        opt_time(next)
+    }
+
+    #[tracing::instrument(skip_all, fields(order_id = %order_id))]
+    async fn seen_state(&self, order_id: &OrderId) -> StoreResult<SeenState> {
+        let rows: Vec<(String, i64, bool)> =
+            sqlx::query_as("SELECT kind, upstream_id, read FROM seen_items WHERE order_id = ?1")
+                .bind(order_id.as_str())
+                .fetch_all(&self.reader)
+                .await?;
+        let mut seen = SeenState::default();
+        for (kind, upstream_id, read) in rows {
+            match kind.as_str() {
+                "chat" => {
+                    seen.chat.insert(upstream_id, read);
+                }
+                "lifecycle" => {
+                    seen.lifecycle.insert(upstream_id);
+                }
+                other => return Err(StoreError::Corrupt(format!("seen item kind {other:?}"))),
+            }
+        }
+        Ok(seen)
+    }
+
+    #[tracing::instrument(skip_all, fields(order_id = %commit.order_id, events = commit.events.len()))]
+    async fn commit_poll(&self, commit: &PollCommit) -> StoreResult<CommitSummary> {
+        let order_id = commit.order_id.as_str();
+        let mut tx = self.write_tx().await?;
+
+        for (upstream_id, read) in &commit.new_chat {
+            sqlx::query(
+                "INSERT INTO seen_items (order_id, kind, upstream_id, read) \
+                 VALUES (?1, 'chat', ?2, ?3) ON CONFLICT DO NOTHING",
+            )
+            .bind(order_id)
+            .bind(upstream_id)
+            .bind(read)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for upstream_id in &commit.newly_read {
+            sqlx::query(
+                "UPDATE seen_items SET read = 1 \
+                 WHERE order_id = ?1 AND kind = 'chat' AND upstream_id = ?2",
+            )
+            .bind(order_id)
+            .bind(upstream_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for upstream_id in &commit.new_lifecycle {
+            sqlx::query(
+                "INSERT INTO seen_items (order_id, kind, upstream_id) \
+                 VALUES (?1, 'lifecycle', ?2) ON CONFLICT DO NOTHING",
+            )
+            .bind(order_id)
+            .bind(upstream_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        let mut new_events = Vec::new();
+        for event in &commit.events {
+            let inserted = sqlx::query(
+                "INSERT INTO events (id, order_id, type, payload, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(event.id.as_str())
+            .bind(event.order_id.as_str())
+            .bind(event.event_type.as_str())
+            .bind(&event.payload)
+            .bind(ms(event.created_at))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted > 0 {
+                new_events.push(event);
+            }
+        }
+
+        let mut summary = CommitSummary {
+            events_inserted: new_events.len() as u64,
+            deliveries_created: 0,
+        };
+        // Subscribers are only read when there is something new to fan out.
+        if !new_events.is_empty() {
+            let subscribers = active_filters(&mut tx).await?;
+            for event in new_events {
+                let created_at = ms(event.created_at);
+                for (subscriber_id, filter) in &subscribers {
+                    if !filter.matches(event.event_type, &event.order_id) {
+                        continue;
+                    }
+                    sqlx::query(
+                        "INSERT INTO deliveries (id, event_id, subscriber_id, status, \
+                             next_attempt_at, created_at, updated_at) \
+                         VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4)",
+                    )
+                    .bind(DeliveryId::generate().as_str())
+                    .bind(event.id.as_str())
+                    .bind(subscriber_id)
+                    .bind(created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                    summary.deliveries_created += 1;
+                }
+            }
+        }
+
+        let progress = &commit.progress;
+        sqlx::query(
+            "UPDATE orders SET state = ?1, fallback = ?2, next_poll_at = ?3, last_polled_at = ?4, \
+                 last_error = ?5, consecutive_failures = ?6, not_found_count = ?7 \
+             WHERE order_id = ?8 AND state = 'watching'",
+        )
+        .bind(progress.state.as_str())
+        .bind(progress.fallback.map(FallbackReason::as_str))
+        .bind(opt_ms(progress.next_poll_at))
+        .bind(ms(progress.polled_at))
+        .bind(progress.last_error.as_deref())
+        .bind(i64::from(progress.consecutive_failures))
+        .bind(i64::from(progress.not_found_count))
+        .bind(order_id)
+        .execute(&mut *tx)
+        .await?;
+
+        tx.commit().await?;
+        Ok(summary)
+    }
+
+    #[tracing::instrument(skip_all, fields(subscriber_id = %new.id))]
+    async fn create_subscriber(&self, new: NewSubscriber) -> StoreResult<Subscriber> {
+        let mut tx = self.write_tx().await?;
+        let now = ms(new.created_at);
+        sqlx::query(
+            "INSERT INTO subscribers \
+             (id, config, event_types, order_ids, description, status, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?6)",
+        )
+        .bind(new.id.as_str())
+        .bind(to_json(&new.channel))
+        .bind(new.filter.event_types.as_ref().map(to_json))
+        .bind(new.filter.order_ids.as_ref().map(to_json))
+        .bind(new.description.as_deref())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO subscriber_secrets (subscriber_id, secret, created_at) VALUES (?1, ?2, ?3)",
+        )
+        .bind(new.id.as_str())
+        .bind(new.secret.expose())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let subscriber = load_subscriber(&mut tx, &new.id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("subscriber {} vanished", new.id)))?;
+        tx.commit().await?;
+        Ok(subscriber)
+    }
+
+    #[tracing::instrument(skip_all, fields(subscriber_id = %id))]
+    async fn get_subscriber(&self, id: &SubscriberId) -> StoreResult<Option<Subscriber>> {
+        let mut conn = self.reader.acquire().await?;
+        load_subscriber(&mut conn, id).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_subscribers(&self) -> StoreResult<Vec<Subscriber>> {
+        let mut conn = self.reader.acquire().await?;
+        load_subscribers(&mut conn, None).await
+    }
+
+    #[tracing::instrument(skip_all, fields(subscriber_id = %id))]
+    async fn update_subscriber(
+        &self,
+        id: &SubscriberId,
+        patch: SubscriberPatch,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Subscriber>> {
+        let mut tx = self.write_tx().await?;
+        let Some(mut subscriber) = load_subscriber(&mut tx, id).await? else {
+            return Ok(None);
+        };
+        if let Some(channel) = patch.channel {
+            subscriber.channel = channel;
+        }
+        if let Some(event_types) = patch.event_types {
+            subscriber.filter.event_types = event_types;
+        }
+        if let Some(order_ids) = patch.order_ids {
+            subscriber.filter.order_ids = order_ids;
+        }
+        if let Some(description) = patch.description {
+            subscriber.description = description;
+        }
+        if let Some(status) = patch.status {
+            // Re-enabling clears why it was switched off; the reason of a disable stays.
+            if status == SubscriberStatus::Active {
+                subscriber.disabled_reason = None;
+            }
+            subscriber.status = status;
+        }
+        sqlx::query(
+            "UPDATE subscribers SET config = ?1, event_types = ?2, order_ids = ?3, \
+                 description = ?4, status = ?5, disabled_reason = ?6, updated_at = ?7 \
+             WHERE id = ?8",
+        )
+        .bind(to_json(&subscriber.channel))
+        .bind(subscriber.filter.event_types.as_ref().map(to_json))
+        .bind(subscriber.filter.order_ids.as_ref().map(to_json))
+        .bind(subscriber.description.as_deref())
+        .bind(subscriber_status_str(subscriber.status))
+        .bind(subscriber.disabled_reason.as_deref())
+        .bind(ms(now))
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        subscriber.updated_at = time(ms(now))?;
+        Ok(Some(subscriber))
+    }
+
+    #[tracing::instrument(skip_all, fields(subscriber_id = %id))]
+    async fn delete_subscriber(&self, id: &SubscriberId) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let parked = sqlx::query(
+            "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, updated_at = ?1 \
+             WHERE subscriber_id = ?2 AND status = 'pending'",
+        )
+        .bind(ms(Utc::now()))
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        // Its secrets go with it (ON DELETE CASCADE); its deliveries stay as history.
+        let deleted = sqlx::query("DELETE FROM subscribers WHERE id = ?1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        tx.commit().await?;
+        tracing::debug!(parked, deleted, "subscriber deleted");
+        Ok(deleted)
+    }
+
+    #[tracing::instrument(skip_all, fields(subscriber_id = %id))]
+    async fn rotate_secret(
+        &self,
+        id: &SubscriberId,
+        new_secret: SigningSecret,
+        now: DateTime<Utc>,
+        old_expires_at: DateTime<Utc>,
+    ) -> StoreResult<Option<Subscriber>> {
+        let mut tx = self.write_tx().await?;
+        let touched = sqlx::query("UPDATE subscribers SET updated_at = ?1 WHERE id = ?2")
+            .bind(ms(now))
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if touched == 0 {
+            return Ok(None);
+        }
+        // Secrets past their grace period sign nothing any more: drop the key material.
+        sqlx::query(
+            "DELETE FROM subscriber_secrets \
+             WHERE subscriber_id = ?1 AND expires_at IS NOT NULL AND expires_at <= ?2",
+        )
+        .bind(id.as_str())
+        .bind(ms(now))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE subscriber_secrets SET expires_at = ?1 \
+             WHERE subscriber_id = ?2 AND expires_at IS NULL",
+        )
+        .bind(ms(old_expires_at))
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO subscriber_secrets (subscriber_id, secret, created_at) VALUES (?1, ?2, ?3)",
+        )
+        .bind(id.as_str())
+        .bind(new_secret.expose())
+        .bind(ms(now))
+        .execute(&mut *tx)
+        .await?;
+        let subscriber = load_subscriber(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(subscriber)
+    }
+
+    #[tracing::instrument(skip_all, fields(limit))]
+    async fn claim_due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        let mut tx = self.write_tx().await?;
+        // The (status, next_attempt_at) index yields rows in due order, seq included.
+        let due = sqlx::query_as::<_, DueRow>(
+            "SELECT d.id, d.event_id, d.subscriber_id, d.attempt_count, e.type AS event_type, \
+                 e.order_id, e.created_at AS event_created_at \
+             FROM deliveries d \
+             JOIN subscribers s ON s.id = d.subscriber_id \
+             JOIN events e ON e.id = d.event_id \
+             WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 AND s.status = 'active' \
+             ORDER BY d.next_attempt_at, d.seq \
+             LIMIT ?2",
+        )
+        .bind(ms(now))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+
+        sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = ?1 \
+             WHERE id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(ms(lease_until))
+        .bind(id_list(due.iter().map(|d| d.id.as_str())))
+        .execute(&mut *tx)
+        .await?;
+
+        // Each payload and each subscriber is read once per batch, however many deliveries
+        // share it.
+        let mut event_ids: Vec<&str> = due.iter().map(|d| d.event_id.as_str()).collect();
+        event_ids.sort_unstable();
+        event_ids.dedup();
+        let payloads: HashMap<String, Arc<str>> = sqlx::query_as::<_, (String, String)>(
+            "SELECT id, payload FROM events WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(id_list(event_ids))
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(id, payload)| (id, Arc::from(payload)))
+        .collect();
+
+        let mut subscriber_ids: Vec<&str> = due.iter().map(|d| d.subscriber_id.as_str()).collect();
+        subscriber_ids.sort_unstable();
+        subscriber_ids.dedup();
+        let subscribers: HashMap<String, Subscriber> =
+            load_subscribers(&mut tx, Some(&id_list(subscriber_ids)))
+                .await?
+                .into_iter()
+                .map(|s| (s.id.as_str().to_owned(), s))
+                .collect();
+        tx.commit().await?;
+
+        due.into_iter()
+            .map(|row| {
+                let payload = payloads.get(&row.event_id).cloned().ok_or_else(|| {
+                    StoreError::Corrupt(format!("event {} has no payload", row.event_id))
+                })?;
+                let subscriber = subscribers
+                    .get(&row.subscriber_id)
+                    .cloned()
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("subscriber {} vanished", row.subscriber_id))
+                    })?;
+                Ok(ClaimedDelivery {
+                    id: DeliveryId::parse("id", &row.id).map_err(invalid)?,
+                    event_id: EventId::from_stored(row.event_id),
+                    event_type: EventType::parse("type", &row.event_type).map_err(invalid)?,
+                    order_id: OrderId::parse("order_id", &row.order_id).map_err(invalid)?,
+                    event_created_at: time(row.event_created_at)?,
+                    payload,
+                    attempts_made: counter(row.attempt_count, "attempt_count")?,
+                    subscriber,
+                })
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(records = records.len()))]
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        for record in records {
+            let delivery_id = record.delivery_id.as_str();
+            let at = ms(record.at);
+            sqlx::query(
+                "INSERT INTO attempts \
+                 (delivery_id, at, outcome, status_code, response_excerpt, error) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .bind(delivery_id)
+            .bind(at)
+            .bind(outcome_str(&record.resolution))
+            .bind(record.status_code.map(i64::from))
+            .bind(record.response_excerpt.as_deref())
+            .bind(record.error.as_deref())
+            .execute(&mut *tx)
+            .await?;
+
+            let (status, next_attempt_at) = match record.resolution {
+                AttemptResolution::Delivered => (DeliveryStatus::Delivered, None),
+                AttemptResolution::RetryAt(at) => (DeliveryStatus::Pending, Some(ms(at))),
+                AttemptResolution::Failed => (DeliveryStatus::Failed, None),
+            };
+            // A retry never revives a delivery parked meanwhile (its subscriber was deleted
+            // while the attempt was in flight); a final outcome is always recorded.
+            sqlx::query(
+                "UPDATE deliveries SET attempt_count = attempt_count + 1, \
+                     status = CASE WHEN ?1 = 'pending' AND status <> 'pending' \
+                                   THEN status ELSE ?1 END, \
+                     next_attempt_at = CASE WHEN ?1 = 'pending' AND status <> 'pending' \
+                                            THEN next_attempt_at ELSE ?2 END, \
+                     updated_at = ?3 \
+                 WHERE id = ?4",
+            )
+            .bind(status.as_str())
+            .bind(next_attempt_at)
+            .bind(at)
+            .bind(delivery_id)
+            .execute(&mut *tx)
+            .await?;
+
+            if let Some((subscriber_id, reason)) = &record.disable_subscriber {
+                sqlx::query(
+                    "UPDATE subscribers SET status = 'disabled', disabled_reason = ?1, \
+                         updated_at = ?2 \
+                     WHERE id = ?3",
+                )
+                .bind(reason)
+                .bind(at)
+                .bind(subscriber_id.as_str())
+                .execute(&mut *tx)
+                .await?;
+                tracing::info!(subscriber_id = %subscriber_id, reason, "subscriber disabled");
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn next_delivery_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        // Deliveries of disabled subscribers are not claimable, so they must not wake anyone.
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT d.next_attempt_at FROM deliveries d \
+             JOIN subscribers s ON s.id = d.subscriber_id \
+             WHERE d.status = 'pending' AND d.next_attempt_at IS NOT NULL \
+                 AND s.status = 'active' \
+             ORDER BY d.next_attempt_at LIMIT 1",
+        )
+        .fetch_optional(&self.reader)
+        .await?;
+        opt_time(next)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_deliveries(&self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>> {
+        let mut conn = self.reader.acquire().await?;
+        load_deliveries(&mut conn, None, filter).await
+    }
+
+    #[tracing::instrument(skip_all, fields(delivery_id = %id))]
+    async fn get_delivery(&self, id: &DeliveryId) -> StoreResult<Option<Delivery>> {
+        let mut conn = self.reader.acquire().await?;
+        load_delivery(&mut conn, id).await
+    }
+
+    #[tracing::instrument(skip_all, fields(delivery_id = %id))]
+    async fn retry_delivery(
+        &self,
+        id: &DeliveryId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Delivery>> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?1, updated_at = ?1 \
+             WHERE id = ?2",
+        )
+        .bind(ms(now))
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let delivery = load_delivery(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(delivery)
+    }
+}

@@ -1,0 +1,576 @@
+//! The SQLite store against real database files in a tempdir.
+
+use chrono::{DateTime, Duration, Utc};
+use std::sync::Arc;
+use tempfile::TempDir;
+
+use shopper_bridge::domain::{EventId, EventType, OrderId, SigningSecret, SubscriberId, UserId};
+use shopper_bridge::store::{
+    self, AttemptRecord, AttemptResolution, Channel, ClaimedDelivery, DeliveryFilter,
+    DeliveryStatus, NewEvent, NewSubscriber, OrderState, PollCommit, PollProgress, Store,
+    Subscriber, SubscriberFilter, SubscriberPatch, SubscriberStatus,
+};
+
+const LEASE: Duration = Duration::seconds(30);
+
+async fn open(dir: &TempDir) -> Arc<dyn Store> {
+    let url = format!("sqlite://{}", dir.path().join("bridge.db").display());
+    store::open(&url).await.expect("open store")
+}
+
+/// A fixed clock: the store keeps milliseconds, so test times stay on whole seconds.
+fn t(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap()
+}
+
+fn order_id(id: &str) -> OrderId {
+    OrderId::parse("order_id", id).unwrap()
+}
+
+fn event(order: &OrderId, event_type: EventType, subject: i64, at: DateTime<Utc>) -> NewEvent {
+    let id = EventId::derive(event_type, order, Some(subject));
+    NewEvent {
+        payload: format!(r#"{{"id":"{id}","type":"{event_type}","subject":{subject}}}"#),
+        id,
+        order_id: order.clone(),
+        event_type,
+        created_at: at,
+    }
+}
+
+fn progress(polled_at: DateTime<Utc>) -> PollProgress {
+    PollProgress {
+        polled_at,
+        state: OrderState::Watching,
+        fallback: None,
+        next_poll_at: Some(polled_at + Duration::seconds(5)),
+        last_error: None,
+        consecutive_failures: 0,
+        not_found_count: 0,
+    }
+}
+
+/// A poll that saw chat message `chat` and notification `lifecycle`, with their events.
+fn poll(order: &OrderId, chat: i64, lifecycle: i64, at: DateTime<Utc>) -> PollCommit {
+    PollCommit {
+        order_id: order.clone(),
+        new_chat: vec![(chat, false)],
+        newly_read: vec![],
+        new_lifecycle: vec![lifecycle],
+        events: vec![
+            event(order, EventType::ChatMessageCreated, chat, at),
+            event(order, EventType::LifecycleMessageCreated, lifecycle, at),
+        ],
+        progress: progress(at),
+    }
+}
+
+async fn watched(store: &dyn Store, id: &str) -> OrderId {
+    let order = order_id(id);
+    store.watch_order(&order, None, t(0)).await.unwrap();
+    order
+}
+
+async fn subscriber(store: &dyn Store, filter: SubscriberFilter) -> Subscriber {
+    store
+        .create_subscriber(NewSubscriber {
+            id: SubscriberId::generate(),
+            channel: Channel::Webhook {
+                url: "https://hooks.example.com/in".to_owned(),
+            },
+            filter,
+            description: Some("test receiver".to_owned()),
+            secret: SigningSecret::generate(),
+            created_at: t(0),
+        })
+        .await
+        .unwrap()
+}
+
+async fn deliveries_of(store: &dyn Store, subscriber: &Subscriber) -> Vec<store::Delivery> {
+    store
+        .list_deliveries(&DeliveryFilter {
+            subscriber_id: Some(subscriber.id.clone()),
+            ..DeliveryFilter::default()
+        })
+        .await
+        .unwrap()
+}
+
+fn attempt(delivery: &ClaimedDelivery, resolution: AttemptResolution, code: u16) -> AttemptRecord {
+    AttemptRecord {
+        delivery_id: delivery.id.clone(),
+        at: t(10),
+        resolution,
+        status_code: Some(code),
+        response_excerpt: Some("body".to_owned()),
+        error: None,
+        disable_subscriber: None,
+    }
+}
+
+#[tokio::test]
+async fn committing_the_same_poll_twice_creates_events_and_deliveries_once() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    let order = watched(&*store, "122233").await;
+    subscriber(&*store, SubscriberFilter::default()).await;
+    subscriber(&*store, SubscriberFilter::default()).await;
+
+    let commit = poll(&order, 11, 21, t(1));
+    let first = store.commit_poll(&commit).await.unwrap();
+    let second = store.commit_poll(&commit).await.unwrap();
+
+    assert_eq!((first.events_inserted, first.deliveries_created), (2, 4));
+    assert_eq!((second.events_inserted, second.deliveries_created), (0, 0));
+    let all = store
+        .list_deliveries(&DeliveryFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 4);
+    assert!(all.iter().all(|d| d.status == DeliveryStatus::Pending
+        && d.next_attempt_at == Some(t(1))
+        && d.order_id == order));
+
+    let (stored, counts) = store.get_order(&order).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            counts.chat_messages,
+            counts.lifecycle_messages,
+            counts.events
+        ),
+        (1, 1, 2)
+    );
+    assert_eq!(stored.last_polled_at, Some(t(1)));
+    assert_eq!(stored.next_poll_at, Some(t(6)));
+}
+
+#[tokio::test]
+async fn seen_state_remembers_items_and_read_flags() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    let order = watched(&*store, "122233").await;
+    store
+        .commit_poll(&poll(&order, 11, 21, t(1)))
+        .await
+        .unwrap();
+
+    let read_poll = PollCommit {
+        new_chat: vec![(12, true)],
+        newly_read: vec![11],
+        new_lifecycle: vec![],
+        events: vec![],
+        ..poll(&order, 0, 0, t(2))
+    };
+    store.commit_poll(&read_poll).await.unwrap();
+
+    let seen = store.seen_state(&order).await.unwrap();
+    assert_eq!(seen.chat.get(&11), Some(&true));
+    assert_eq!(seen.chat.get(&12), Some(&true));
+    assert_eq!(seen.lifecycle.iter().collect::<Vec<_>>(), vec![&21]);
+    assert!(store
+        .seen_state(&order_id("other"))
+        .await
+        .unwrap()
+        .chat
+        .is_empty());
+}
+
+#[tokio::test]
+async fn fan_out_respects_filters_and_skips_disabled_subscribers() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    let order = watched(&*store, "122233").await;
+    let everything = subscriber(&*store, SubscriberFilter::default()).await;
+    let lifecycle_only = subscriber(
+        &*store,
+        SubscriberFilter {
+            event_types: Some(vec![EventType::LifecycleMessageCreated]),
+            order_ids: None,
+        },
+    )
+    .await;
+    let other_order = subscriber(
+        &*store,
+        SubscriberFilter {
+            event_types: None,
+            order_ids: Some(vec![order_id("999")]),
+        },
+    )
+    .await;
+    let disabled = subscriber(&*store, SubscriberFilter::default()).await;
+    let patch = SubscriberPatch {
+        status: Some(SubscriberStatus::Disabled),
+        ..SubscriberPatch::default()
+    };
+    store
+        .update_subscriber(&disabled.id, patch, t(0))
+        .await
+        .unwrap();
+
+    let summary = store
+        .commit_poll(&poll(&order, 11, 21, t(1)))
+        .await
+        .unwrap();
+
+    assert_eq!(summary.deliveries_created, 3);
+    assert_eq!(deliveries_of(&*store, &everything).await.len(), 2);
+    let lifecycle = deliveries_of(&*store, &lifecycle_only).await;
+    assert_eq!(lifecycle.len(), 1);
+    assert_eq!(lifecycle[0].event_type, EventType::LifecycleMessageCreated);
+    assert!(deliveries_of(&*store, &other_order).await.is_empty());
+    assert!(deliveries_of(&*store, &disabled).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_concurrent_stop_wins_over_poll_progress_but_keeps_the_events() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    let order = watched(&*store, "122233").await;
+    subscriber(&*store, SubscriberFilter::default()).await;
+
+    assert!(store.stop_order(&order).await.unwrap());
+    let summary = store
+        .commit_poll(&poll(&order, 11, 21, t(1)))
+        .await
+        .unwrap();
+
+    let (stopped, counts) = store.get_order(&order).await.unwrap().unwrap();
+    assert_eq!(stopped.state, OrderState::Stopped);
+    assert_eq!(stopped.next_poll_at, None);
+    assert_eq!(stopped.last_polled_at, None);
+    assert_eq!((summary.events_inserted, counts.events), (2, 2));
+    assert!(store.due_orders(t(100), 10).await.unwrap().is_empty());
+    assert!(!store.stop_order(&order_id("unknown")).await.unwrap());
+}
+
+#[tokio::test]
+async fn watching_again_restarts_a_stopped_order_but_leaves_a_watched_one() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    let order = order_id("122233");
+    let user = UserId::parse("user_id", "u-1").unwrap();
+    let (fresh, started) = store.watch_order(&order, Some(&user), t(0)).await.unwrap();
+    assert!(started);
+    assert_eq!(fresh.next_poll_at, Some(t(0)));
+
+    let failing = PollCommit {
+        progress: PollProgress {
+            last_error: Some("503 from upstream".to_owned()),
+            consecutive_failures: 3,
+            ..progress(t(1))
+        },
+        ..poll(&order, 11, 21, t(1))
+    };
+    store.commit_poll(&failing).await.unwrap();
+    let (again, started) = store.watch_order(&order, None, t(2)).await.unwrap();
+    assert!(!started);
+    assert_eq!(again.consecutive_failures, 3);
+    assert_eq!(again.next_poll_at, Some(t(6)));
+
+    store.stop_order(&order).await.unwrap();
+    let (restarted, started) = store.watch_order(&order, None, t(3)).await.unwrap();
+    assert!(started);
+    assert_eq!(restarted.state, OrderState::Watching);
+    assert_eq!(restarted.next_poll_at, Some(t(3)));
+    assert_eq!(restarted.consecutive_failures, 0);
+    assert_eq!(restarted.last_error, None);
+    assert_eq!(restarted.user_id, Some(user));
+    assert_eq!(store.next_poll_due().await.unwrap(), Some(t(3)));
+    assert_eq!(store.due_orders(t(3), 10).await.unwrap(), vec![restarted]);
+    assert!(store.due_orders(t(2), 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn claiming_leases_deliveries_until_the_lease_ends() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    let order = watched(&*store, "122233").await;
+    let first = subscriber(&*store, SubscriberFilter::default()).await;
+    subscriber(&*store, SubscriberFilter::default()).await;
+    store
+        .commit_poll(&poll(&order, 11, 21, t(1)))
+        .await
+        .unwrap();
+
+    assert!(store
+        .claim_due_deliveries(t(0), t(30), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let claimed = store
+        .claim_due_deliveries(t(1), t(1) + LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 4);
+    let same_event: Vec<_> = claimed
+        .iter()
+        .filter(|d| d.event_id == claimed[0].event_id)
+        .collect();
+    assert_eq!(same_event.len(), 2);
+    assert!(Arc::ptr_eq(&same_event[0].payload, &same_event[1].payload));
+    let of_first = claimed
+        .iter()
+        .find(|d| d.subscriber.id == first.id)
+        .unwrap();
+    assert_eq!(of_first.subscriber, first);
+    assert_eq!(of_first.attempts_made, 0);
+
+    assert!(store
+        .claim_due_deliveries(t(2), t(32), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.next_delivery_due().await.unwrap(), Some(t(1) + LEASE));
+    let reclaimed = store
+        .claim_due_deliveries(t(1) + LEASE, t(100), 3)
+        .await
+        .unwrap();
+    assert_eq!(reclaimed.len(), 3, "the limit applies");
+}
+
+#[tokio::test]
+async fn recorded_attempts_deliver_retry_or_park_deliveries() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    let order = watched(&*store, "122233").await;
+    subscriber(&*store, SubscriberFilter::default()).await;
+    let mut commit = poll(&order, 11, 21, t(1));
+    commit
+        .events
+        .push(event(&order, EventType::ChatMessageRead, 11, t(1)));
+    store.commit_poll(&commit).await.unwrap();
+    let claimed = store.claim_due_deliveries(t(1), t(31), 10).await.unwrap();
+    let [ok, again, broken] = &claimed[..] else {
+        panic!("expected 3 deliveries, got {}", claimed.len())
+    };
+
+    store
+        .record_attempts(&[
+            attempt(ok, AttemptResolution::Delivered, 204),
+            attempt(again, AttemptResolution::RetryAt(t(60)), 503),
+            attempt(broken, AttemptResolution::Failed, 400),
+        ])
+        .await
+        .unwrap();
+
+    let delivered = store.get_delivery(&ok.id).await.unwrap().unwrap();
+    assert_eq!(delivered.status, DeliveryStatus::Delivered);
+    assert_eq!(
+        (delivered.attempt_count, delivered.next_attempt_at),
+        (1, None)
+    );
+    assert_eq!(delivered.attempts[0].outcome, "delivered");
+    assert_eq!(delivered.attempts[0].status_code, Some(204));
+    let retrying = store.get_delivery(&again.id).await.unwrap().unwrap();
+    assert_eq!(retrying.status, DeliveryStatus::Pending);
+    assert_eq!(retrying.next_attempt_at, Some(t(60)));
+    assert_eq!(retrying.attempts[0].outcome, "retry");
+    let failed = store.get_delivery(&broken.id).await.unwrap().unwrap();
+    assert_eq!(
+        (failed.status, failed.next_attempt_at),
+        (DeliveryStatus::Failed, None)
+    );
+    assert_eq!(failed.attempts[0].outcome, "failed");
+
+    assert_eq!(store.next_delivery_due().await.unwrap(), Some(t(60)));
+    let retried = store.claim_due_deliveries(t(60), t(90), 10).await.unwrap();
+    assert_eq!(retried.len(), 1);
+    assert_eq!(
+        (retried[0].id.clone(), retried[0].attempts_made),
+        (again.id.clone(), 1)
+    );
+
+    let revived = store
+        .retry_delivery(&broken.id, t(70))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revived.status, DeliveryStatus::Pending);
+    assert_eq!(revived.next_attempt_at, Some(t(70)));
+    let pending = store
+        .list_deliveries(&DeliveryFilter {
+            status: Some(DeliveryStatus::Pending),
+            order_id: Some(order),
+            limit: 10,
+            ..DeliveryFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 2);
+}
+
+#[tokio::test]
+async fn a_gone_receiver_disables_its_subscriber_until_re_enabled() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    let order = watched(&*store, "122233").await;
+    let gone = subscriber(&*store, SubscriberFilter::default()).await;
+    store
+        .commit_poll(&poll(&order, 11, 21, t(1)))
+        .await
+        .unwrap();
+    let claimed = store.claim_due_deliveries(t(1), t(2), 1).await.unwrap();
+
+    let record = AttemptRecord {
+        disable_subscriber: Some((gone.id.clone(), "receiver answered 410 Gone".to_owned())),
+        ..attempt(&claimed[0], AttemptResolution::Failed, 410)
+    };
+    store.record_attempts(&[record]).await.unwrap();
+
+    let disabled = store.get_subscriber(&gone.id).await.unwrap().unwrap();
+    assert_eq!(disabled.status, SubscriberStatus::Disabled);
+    assert_eq!(
+        disabled.disabled_reason.as_deref(),
+        Some("receiver answered 410 Gone")
+    );
+    assert!(store
+        .claim_due_deliveries(t(5), t(35), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.next_delivery_due().await.unwrap(), None);
+
+    let enable = SubscriberPatch {
+        status: Some(SubscriberStatus::Active),
+        ..SubscriberPatch::default()
+    };
+    let enabled = store
+        .update_subscriber(&gone.id, enable, t(6))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((enabled.disabled_reason, enabled.updated_at), (None, t(6)));
+    assert_eq!(
+        store
+            .claim_due_deliveries(t(6), t(36), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_rotated_secret_keeps_signing_until_it_expires() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    let created = subscriber(&*store, SubscriberFilter::default()).await;
+    let old = created.secrets[0].secret.clone();
+    let new = SigningSecret::generate();
+
+    let rotated = store
+        .rotate_secret(&created.id, new.clone(), t(10), t(3600))
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert_eq!(rotated.signing_secrets(t(11)), vec![new.clone(), old]);
+    assert_eq!(rotated.signing_secrets(t(3600)), vec![new.clone()]);
+    let newest = SigningSecret::generate();
+    let again = store
+        .rotate_secret(&created.id, newest.clone(), t(4000), t(5000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.secrets.len(), 2, "the expired secret is dropped");
+    assert_eq!(again.signing_secrets(t(4001)), vec![newest, new]);
+    let unknown = SubscriberId::generate();
+    let rotate_unknown = store.rotate_secret(&unknown, SigningSecret::generate(), t(1), t(2));
+    assert!(rotate_unknown.await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn deleting_a_subscriber_parks_its_pending_deliveries_and_keeps_history() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    let order = watched(&*store, "122233").await;
+    let doomed = subscriber(&*store, SubscriberFilter::default()).await;
+    store
+        .commit_poll(&poll(&order, 11, 21, t(1)))
+        .await
+        .unwrap();
+    let claimed = store.claim_due_deliveries(t(1), t(31), 10).await.unwrap();
+    store
+        .record_attempts(&[attempt(&claimed[0], AttemptResolution::Delivered, 200)])
+        .await
+        .unwrap();
+
+    assert!(store.delete_subscriber(&doomed.id).await.unwrap());
+    // The attempt in flight during the delete comes back asking for a retry.
+    let late = attempt(&claimed[1], AttemptResolution::RetryAt(t(60)), 503);
+    store.record_attempts(&[late]).await.unwrap();
+
+    assert!(store.get_subscriber(&doomed.id).await.unwrap().is_none());
+    assert!(!store.delete_subscriber(&doomed.id).await.unwrap());
+    let history = deliveries_of(&*store, &doomed).await;
+    let statuses: Vec<_> = history.iter().map(|d| d.status).collect();
+    assert_eq!(statuses.len(), 2);
+    assert!(statuses.contains(&DeliveryStatus::Delivered));
+    assert!(statuses.contains(&DeliveryStatus::Failed));
+    assert!(history.iter().all(|d| d.attempts.len() == 1));
+    assert_eq!(store.next_delivery_due().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn everything_survives_reopening_the_file() {
+    let dir = TempDir::new().unwrap();
+    let (order, created, delivered) = {
+        let store = open(&dir).await;
+        let order = watched(&*store, "122233").await;
+        let created = subscriber(&*store, SubscriberFilter::default()).await;
+        store
+            .commit_poll(&poll(&order, 11, 21, t(1)))
+            .await
+            .unwrap();
+        let claimed = store.claim_due_deliveries(t(1), t(31), 1).await.unwrap();
+        store
+            .record_attempts(&[attempt(&claimed[0], AttemptResolution::Delivered, 200)])
+            .await
+            .unwrap();
+        let delivered = store.get_delivery(&claimed[0].id).await.unwrap().unwrap();
+        (order, created, delivered)
+    };
+
+    let store = open(&dir).await;
+    let (reopened, counts) = store.get_order(&order).await.unwrap().unwrap();
+    assert_eq!(reopened.state, OrderState::Watching);
+    assert_eq!(counts.events, 2);
+    assert_eq!(store.seen_state(&order).await.unwrap().lifecycle.len(), 1);
+    assert_eq!(
+        store.get_subscriber(&created.id).await.unwrap(),
+        Some(created)
+    );
+    assert_eq!(
+        store.get_delivery(&delivered.id).await.unwrap(),
+        Some(delivered)
+    );
+    assert_eq!(
+        store
+            .claim_due_deliveries(t(1), t(31), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn concurrent_writers_queue_instead_of_failing() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    subscriber(&*store, SubscriberFilter::default()).await;
+    let polls = (0..32).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let order = watched(&*store, &format!("order-{i}")).await;
+            store.commit_poll(&poll(&order, i, i, t(1))).await
+        })
+    });
+
+    for handle in futures::future::join_all(polls).await {
+        handle.unwrap().unwrap();
+    }
+    let claimed = store.claim_due_deliveries(t(1), t(31), 1000).await.unwrap();
+    assert_eq!(claimed.len(), 64);
+}
