@@ -616,3 +616,47 @@ async fn shutdown_abandons_sends_that_outlast_the_grace() {
     assert_eq!(delivery.attempt_count, 0);
     assert!(delivery.next_attempt_at.unwrap() > Utc::now());
 }
+
+#[tokio::test]
+async fn refused_connection_is_retried_and_its_error_does_not_reveal_the_url() {
+    let secret = SigningSecret::generate();
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let bridge = bridge(settings(true)).await;
+    let url = format!("http://{addr}/hook/tok_s3cr3t?key=s3cr3t");
+    let seeded = bridge.seed(&url, &secret).await;
+
+    assert_eq!(bridge.dispatcher.deliver_next().await.unwrap(), 1);
+
+    let delivery = bridge.delivery_of(&seeded.subscriber).await;
+    assert_eq!(delivery.status, DeliveryStatus::Pending);
+    let error = delivery.attempts[0].error.as_deref().unwrap();
+    assert!(error.contains("connect"), "{error}");
+    assert!(!error.contains("s3cr3t"), "{error}");
+}
+
+#[tokio::test]
+async fn a_receiver_slower_than_the_timeout_is_retried() {
+    let secret = SigningSecret::generate();
+    let script = vec![Reply::status(200).delay(Duration::from_secs(5))];
+    let receiver = Receiver::start(std::slice::from_ref(&secret), script).await;
+    let bridge = bridge(DeliverySettings {
+        timeout: Duration::from_millis(200),
+        ..settings(true)
+    })
+    .await;
+    let seeded = bridge.seed(&receiver.url(), &secret).await;
+
+    assert_eq!(bridge.dispatcher.deliver_next().await.unwrap(), 1);
+
+    let delivery = bridge.delivery_of(&seeded.subscriber).await;
+    assert_eq!(delivery.status, DeliveryStatus::Pending);
+    assert_eq!(delivery.attempts[0].status_code, None);
+    let error = delivery.attempts[0].error.as_deref().unwrap();
+    assert!(error.contains("timed out"), "{error}");
+
+    let delivery = bridge.deliver_until_settled(&seeded.subscriber).await;
+    assert_eq!(delivery.status, DeliveryStatus::Delivered);
+    assert_eq!(delivery.attempt_count, 2);
+}
