@@ -1,1 +1,72 @@
-//! (in progress)
+//! Channels: how a delivery reaches a subscriber. One module per channel, each behind
+//! [`ChannelSender`]: send one delivery, classify the outcome. Retry timing is the dispatcher's.
+
+mod http;
+pub mod webhook;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+use crate::config::DeliverySettings;
+use crate::store::{Channel, ClaimedDelivery};
+
+/// What one attempt to send a delivery ended in. `status` and `excerpt` (the start of the
+/// response body) go to the attempt log; so does `error`, which must never hold a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    Delivered {
+        status: Option<u16>,
+        excerpt: Option<String>,
+    },
+    /// Worth trying again; `after` is what the receiver asked for (`Retry-After`), if anything.
+    Retry {
+        after: Option<Duration>,
+        status: Option<u16>,
+        excerpt: Option<String>,
+        error: Option<String>,
+    },
+    /// No point retrying. `disable_subscriber` carries the reason when the receiver asked to be
+    /// switched off.
+    Permanent {
+        status: Option<u16>,
+        excerpt: Option<String>,
+        error: Option<String>,
+        disable_subscriber: Option<String>,
+    },
+}
+
+#[async_trait]
+pub trait ChannelSender: Send + Sync {
+    /// Sends one attempt of `delivery`, made at `now`.
+    async fn send(&self, delivery: &ClaimedDelivery, now: DateTime<Utc>) -> SendOutcome;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("cannot build the webhook HTTP client")]
+    WebhookClient(#[source] reqwest::Error),
+}
+
+/// Every channel's sender, built once per process; routes a delivery by its subscriber's channel.
+#[derive(Debug, Clone)]
+pub struct Channels {
+    webhook: webhook::WebhookSender,
+}
+
+impl Channels {
+    pub fn new(settings: &DeliverySettings) -> Result<Self, ChannelError> {
+        Ok(Self {
+            webhook: webhook::WebhookSender::new(settings).map_err(ChannelError::WebhookClient)?,
+        })
+    }
+}
+
+#[async_trait]
+impl ChannelSender for Channels {
+    async fn send(&self, delivery: &ClaimedDelivery, now: DateTime<Utc>) -> SendOutcome {
+        match delivery.subscriber.channel {
+            Channel::Webhook { .. } => self.webhook.send(delivery, now).await,
+        }
+    }
+}

@@ -1,1 +1,216 @@
-//! (in progress)
+//! The dispatcher: claims due deliveries from the store's outbox, sends them through their
+//! channel, and records every attempt of a batch in one write: delivered, retry scheduled, or
+//! parked as failed. At-least-once: a crash mid-batch leaves the claims to expire and be retried.
+
+mod retry;
+
+pub use retry::{retry_delay, MAX_RETRY_AFTER};
+
+use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt};
+use rand::Rng;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::channels::{ChannelSender, Channels, SendOutcome};
+use crate::config::DeliverySettings;
+use crate::store::{AttemptRecord, AttemptResolution, ClaimedDelivery, Store, StoreError};
+
+/// How long past the send timeout a claim holds: room to record the batch's attempts.
+const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// The longest the loop sleeps without looking at the store (a safety net for missed wakes).
+const MAX_IDLE: Duration = Duration::from_secs(1);
+
+pub struct Dispatcher {
+    store: Arc<dyn Store>,
+    channels: Channels,
+    settings: DeliverySettings,
+    waker: Arc<Notify>,
+}
+
+impl Dispatcher {
+    pub fn new(store: Arc<dyn Store>, channels: Channels, settings: DeliverySettings) -> Self {
+        Self {
+            store,
+            channels,
+            settings,
+            waker: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Call `notify_one()` on it after committing new deliveries: the wake is kept even when
+    /// the dispatcher is busy at that moment.
+    pub fn waker(&self) -> Arc<Notify> {
+        Arc::clone(&self.waker)
+    }
+
+    /// Claims one batch of due deliveries (up to `concurrency`), sends them concurrently and
+    /// records their attempts in one store call. Returns how many were handled; 0 when none
+    /// was due.
+    #[tracing::instrument(skip_all)]
+    pub async fn deliver_next(&self) -> Result<usize, StoreError> {
+        let now = Utc::now();
+        let lease = self.settings.timeout + LEASE_MARGIN;
+        let lease_until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        let limit = u32::try_from(self.settings.concurrency).unwrap_or(u32::MAX);
+        let batch = self
+            .store
+            .claim_due_deliveries(now, lease_until, limit)
+            .await?;
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        // Owned items: a closure over borrowed ones would make `run`'s future not `Send`.
+        let records: Vec<AttemptRecord> = stream::iter(batch)
+            .map(|delivery| async move { self.attempt(&delivery).await })
+            .buffer_unordered(self.settings.concurrency)
+            .collect()
+            .await;
+        self.store.record_attempts(&records).await?;
+        Ok(records.len())
+    }
+
+    async fn attempt(&self, delivery: &ClaimedDelivery) -> AttemptRecord {
+        let at = Utc::now();
+        let outcome = self.channels.send(delivery, at).await;
+        let attempt = delivery.attempts_made + 1;
+        let record = self.record(delivery, at, Utc::now(), outcome);
+        let (delivery_id, event_id, subscriber_id) =
+            (&delivery.id, &delivery.event_id, &delivery.subscriber.id);
+        let status = record.status_code;
+        let error = record.error.as_deref();
+        match &record.resolution {
+            AttemptResolution::Delivered => tracing::debug!(
+                %delivery_id, %event_id, %subscriber_id, attempt, status, "delivered"
+            ),
+            AttemptResolution::RetryAt(retry_at) => tracing::info!(
+                %delivery_id, %event_id, %subscriber_id, attempt, status, error, %retry_at,
+                "delivery attempt failed; will retry"
+            ),
+            AttemptResolution::Failed => tracing::warn!(
+                %delivery_id, %event_id, %subscriber_id, attempt, status, error,
+                disabled = record.disable_subscriber.is_some(),
+                "delivery failed; parked"
+            ),
+        }
+        record
+    }
+
+    /// Turns a channel's verdict into what the store records, choosing the retry time.
+    fn record(
+        &self,
+        delivery: &ClaimedDelivery,
+        at: DateTime<Utc>,
+        finished: DateTime<Utc>,
+        outcome: SendOutcome,
+    ) -> AttemptRecord {
+        let (resolution, status_code, response_excerpt, error, disable) = match outcome {
+            SendOutcome::Delivered { status, excerpt } => {
+                (AttemptResolution::Delivered, status, excerpt, None, None)
+            }
+            SendOutcome::Retry {
+                after,
+                status,
+                excerpt,
+                error,
+            } => {
+                let spread = rand::thread_rng().gen_range(-1.0..=1.0);
+                let resolution = match retry_delay(
+                    &self.settings.retry_schedule,
+                    self.settings.retry_jitter,
+                    delivery.attempts_made + 1,
+                    after,
+                    spread,
+                ) {
+                    Some(wait) => AttemptResolution::RetryAt(
+                        finished
+                            + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX),
+                    ),
+                    None => AttemptResolution::Failed,
+                };
+                (resolution, status, excerpt, error, None)
+            }
+            SendOutcome::Permanent {
+                status,
+                excerpt,
+                error,
+                disable_subscriber,
+            } => (
+                AttemptResolution::Failed,
+                status,
+                excerpt,
+                error,
+                disable_subscriber,
+            ),
+        };
+        AttemptRecord {
+            delivery_id: delivery.id.clone(),
+            at,
+            resolution,
+            status_code,
+            response_excerpt,
+            error,
+            disable_subscriber: disable.map(|reason| (delivery.subscriber.id.clone(), reason)),
+        }
+    }
+
+    /// Delivers until `cancel` fires; then claims nothing more and gives the batch in flight
+    /// `shutdown_grace` to finish (what does not finish is retried once its lease ends).
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        while !cancel.is_cancelled() {
+            let started = Utc::now();
+            let work = self.deliver_next();
+            tokio::pin!(work);
+            let handled = tokio::select! {
+                result = &mut work => result,
+                () = cancel.cancelled() => {
+                    match tokio::time::timeout(self.settings.shutdown_grace, work).await {
+                        Ok(result) => result,
+                        Err(_) => {
+                            tracing::warn!(
+                                "shutdown grace elapsed with deliveries in flight; \
+                                 they are retried when their lease ends"
+                            );
+                            return;
+                        }
+                    }
+                }
+            };
+            match handled {
+                Ok(0) => self.idle(started, &cancel).await,
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::error!(error = ?err, "delivery round failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(MAX_IDLE) => {}
+                        () = cancel.cancelled() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for a wake, the next due delivery, or cancellation; at most [`MAX_IDLE`].
+    async fn idle(&self, claimed_from: DateTime<Utc>, cancel: &CancellationToken) {
+        let wait = match self.store.next_delivery_due().await {
+            // Due before the claim that found nothing, so not claimable (say, its subscriber is
+            // disabled): waiting for it would spin.
+            Ok(Some(due)) if due > claimed_from => (due - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(MAX_IDLE),
+            Ok(_) => MAX_IDLE,
+            Err(err) => {
+                tracing::warn!(error = ?err, "cannot read the next delivery due time");
+                MAX_IDLE
+            }
+        };
+        tokio::select! {
+            () = self.waker.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+            () = cancel.cancelled() => {}
+        }
+    }
+}

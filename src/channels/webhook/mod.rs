@@ -1,0 +1,158 @@
+//! The webhook channel: a Standard-Webhooks-signed JSON POST of the event payload.
+
+mod resolver;
+mod signing;
+
+pub use signing::{
+    sign, signature_header, verify, verify_headers, VerifyError, HEADER_ID, HEADER_SIGNATURE,
+    HEADER_TIMESTAMP, TIMESTAMP_TOLERANCE_SECS,
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use reqwest::redirect::Policy;
+use reqwest::StatusCode;
+use std::net::IpAddr;
+use std::sync::Arc;
+use url::{Host, Url};
+
+use super::http::{find_cause, parse_retry_after, read_excerpt, transport_error_text};
+use super::{ChannelSender, SendOutcome};
+use crate::config::DeliverySettings;
+use crate::domain::is_public_ip;
+use crate::store::{Channel, ClaimedDelivery};
+use resolver::{BlockedTarget, PublicOnlyResolver};
+
+pub const USER_AGENT: &str = concat!("shopper-bridge/", env!("CARGO_PKG_VERSION"));
+
+/// Sends webhooks through one pooled client. Redirects are not followed: a receiver must answer
+/// itself, and a redirect could lead the request past the SSRF guard.
+#[derive(Debug, Clone)]
+pub struct WebhookSender {
+    client: reqwest::Client,
+    allow_private_targets: bool,
+}
+
+impl WebhookSender {
+    pub fn new(settings: &DeliverySettings) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
+            .redirect(Policy::none())
+            .timeout(settings.timeout)
+            .user_agent(USER_AGENT);
+        if !settings.allow_private_targets {
+            // A proxy would resolve host names itself, out of the guard's sight.
+            builder = builder
+                .no_proxy()
+                .dns_resolver(Arc::new(PublicOnlyResolver));
+        }
+        Ok(Self {
+            client: builder.build()?,
+            allow_private_targets: settings.allow_private_targets,
+        })
+    }
+
+    /// IP literals never reach the resolver, so the guard checks them here: the URL was checked
+    /// when the subscriber was saved, but `allow_private_targets` may have been turned off since.
+    fn refuses_literal(&self, url: &Url) -> bool {
+        let ip = match url.host() {
+            Some(Host::Ipv4(v4)) => IpAddr::V4(v4),
+            Some(Host::Ipv6(v6)) => IpAddr::V6(v6),
+            Some(Host::Domain(_)) | None => return false,
+        };
+        !self.allow_private_targets && !is_public_ip(ip)
+    }
+}
+
+fn permanent(error: &str) -> SendOutcome {
+    SendOutcome::Permanent {
+        status: None,
+        excerpt: None,
+        error: Some(error.to_owned()),
+        disable_subscriber: None,
+    }
+}
+
+#[async_trait]
+impl ChannelSender for WebhookSender {
+    #[tracing::instrument(skip_all, fields(
+        delivery_id = %delivery.id,
+        event_id = %delivery.event_id,
+        subscriber_id = %delivery.subscriber.id,
+    ))]
+    async fn send(&self, delivery: &ClaimedDelivery, now: DateTime<Utc>) -> SendOutcome {
+        let Channel::Webhook { url } = &delivery.subscriber.channel;
+        let Ok(url) = Url::parse(url) else {
+            return permanent("the stored webhook URL is not a valid URL");
+        };
+        if self.refuses_literal(&url) {
+            return permanent("refused: the target is a private, loopback or link-local address");
+        }
+        let secrets = delivery.subscriber.signing_secrets(now);
+        if secrets.is_empty() {
+            return permanent("the subscriber has no active signing secret");
+        }
+
+        let msg_id = delivery.event_id.as_str();
+        let timestamp = now.timestamp();
+        let body = delivery.payload.as_bytes();
+        let request = self
+            .client
+            .post(url)
+            .header(HEADER_ID, msg_id)
+            .header(HEADER_TIMESTAMP, timestamp)
+            .header(
+                HEADER_SIGNATURE,
+                signature_header(&secrets, msg_id, timestamp, body),
+            )
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.to_vec());
+
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(err) => {
+                let error = match find_cause::<BlockedTarget>(&err) {
+                    Some(blocked) => blocked.to_string(),
+                    None => transport_error_text(err),
+                };
+                return SendOutcome::Retry {
+                    after: None,
+                    status: None,
+                    excerpt: None,
+                    error: Some(error),
+                };
+            }
+        };
+
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, now));
+        let excerpt = read_excerpt(response).await;
+        let code = Some(status.as_u16());
+        if status.is_success() {
+            SendOutcome::Delivered {
+                status: code,
+                excerpt,
+            }
+        } else if status == StatusCode::GONE {
+            SendOutcome::Permanent {
+                status: code,
+                excerpt,
+                error: None,
+                disable_subscriber: Some("the receiver answered 410 Gone".to_owned()),
+            }
+        } else {
+            SendOutcome::Retry {
+                after: retry_after,
+                status: code,
+                excerpt,
+                error: status
+                    .is_redirection()
+                    .then(|| "redirects are not followed".to_owned()),
+            }
+        }
+    }
+}
