@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use crate::channels::webhook::verify;
+use crate::channels::webhook::verify_headers;
 use crate::config::Settings;
 use crate::domain::SigningSecret;
 use crate::simulator::{Simulator, SimulatorConfig};
@@ -123,7 +123,7 @@ async fn receive(
     let Some(secret) = secret.get() else {
         return StatusCode::SERVICE_UNAVAILABLE;
     };
-    if let Err(error) = verify(std::slice::from_ref(secret), &headers, &body, chrono::Utc::now()) {
+    if let Err(error) = verify_headers(secret, &headers, &body, chrono::Utc::now()) {
         println!("✗ rejected a delivery: {error}");
         return StatusCode::UNAUTHORIZED;
     }

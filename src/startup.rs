@@ -9,7 +9,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AppState};
+use crate::channels::{ChannelError, Channels};
 use crate::config::{ConfigError, Settings};
+use crate::dispatch::Dispatcher;
 use crate::instacart::{InstacartClient, InstacartError};
 use crate::poller::Poller;
 use crate::store::{self, StoreError};
@@ -21,6 +23,8 @@ pub enum StartupError {
     Config(#[from] ConfigError),
     #[error("could not open the store")]
     Store(#[from] StoreError),
+    #[error("could not set up the delivery channels")]
+    Channels(#[from] ChannelError),
     #[error("could not set up the Instacart client")]
     Instacart(#[from] InstacartError),
     #[error("could not listen on {addr}")]
@@ -46,6 +50,7 @@ pub struct Application {
     router: Router,
     state: AppState,
     poller: Arc<Poller>,
+    dispatcher: Arc<Dispatcher>,
     background_tasks: bool,
 }
 
@@ -56,6 +61,7 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         settings.validate()?;
         let instacart = InstacartClient::new(&settings.instacart, settings.instacart_auth()?)?;
+        let channels = Channels::new(&settings.delivery)?;
         let store = store::open(&settings.store.url).await?;
         let addr = settings.server.listen;
         let bind_error = |source| StartupError::Bind { addr, source };
@@ -70,18 +76,25 @@ impl Application {
             state.poller_wake.clone(),
             state.dispatcher_wake.clone(),
         ));
+        let dispatcher = Arc::new(Dispatcher::new(
+            state.store.clone(),
+            channels,
+            state.settings.delivery.clone(),
+            state.dispatcher_wake.clone(),
+        ));
         Ok(Self {
             port,
             listener,
             router,
             state,
             poller,
+            dispatcher,
             background_tasks: true,
         })
     }
 
     /// Serves only the HTTP API: polling and delivery happen when the caller invokes
-    /// [`Poller::poll_once`] (tests drive them step by step this way).
+    /// [`Poller::poll_once`] and [`Dispatcher::deliver_next`] (tests step through them so).
     pub fn without_background_tasks(mut self) -> Self {
         self.background_tasks = false;
         self
@@ -89,6 +102,10 @@ impl Application {
 
     pub fn poller(&self) -> Arc<Poller> {
         self.poller.clone()
+    }
+
+    pub fn dispatcher(&self) -> Arc<Dispatcher> {
+        self.dispatcher.clone()
     }
 
     pub fn port(&self) -> u16 {
@@ -108,8 +125,13 @@ impl Application {
         tasks.spawn(serve(self.listener, self.router, cancel.clone()));
         if self.background_tasks {
             let poller = self.poller.run(cancel.clone());
+            let dispatcher = self.dispatcher.run(cancel.clone());
             tasks.spawn(async move {
                 poller.await;
+                Ok(())
+            });
+            tasks.spawn(async move {
+                dispatcher.await;
                 Ok(())
             });
         }

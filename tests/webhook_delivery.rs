@@ -166,7 +166,12 @@ async fn bridge(settings: DeliverySettings) -> Bridge {
     let url = format!("sqlite://{}/x.db", dir.path().display());
     let store = store::open(&url).await.unwrap();
     let channels = Channels::new(&settings).unwrap();
-    let dispatcher = Arc::new(Dispatcher::new(Arc::clone(&store), channels, settings));
+    let dispatcher = Arc::new(Dispatcher::new(
+        Arc::clone(&store),
+        channels,
+        settings,
+        Arc::default(),
+    ));
     Bridge {
         _dir: dir,
         store,

@@ -31,12 +31,18 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(store: Arc<dyn Store>, channels: Channels, settings: DeliverySettings) -> Self {
+    /// `waker` is shared with whoever queues deliveries (the poller, the admin API's retry).
+    pub fn new(
+        store: Arc<dyn Store>,
+        channels: Channels,
+        settings: DeliverySettings,
+        waker: Arc<Notify>,
+    ) -> Self {
         Self {
             store,
             channels,
             settings,
-            waker: Arc::new(Notify::new()),
+            waker,
         }
     }
 
