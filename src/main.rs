@@ -137,7 +137,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Simulate { listen, world } => {
             let simulator = Simulator::build(world.into_config(), listen).await?;
-            println!("simulated Instacart Connect on http://{}", simulator.local_addr());
+            println!(
+                "simulated Instacart Connect on http://{}",
+                simulator.local_addr()
+            );
             simulator.run_until_stopped(shutdown_signal()).await?;
         }
         Command::Demo { listen, world } => {

@@ -30,7 +30,10 @@ fn assert_fails_naming(output: &Output, needles: &[&str]) {
     assert!(!output.status.success(), "expected failure");
     let stderr = String::from_utf8_lossy(&output.stderr);
     for needle in needles {
-        assert!(stderr.contains(needle), "{needle:?} not in stderr: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{needle:?} not in stderr: {stderr}"
+        );
     }
 }
 
@@ -65,7 +68,10 @@ fn a_badly_typed_environment_override_is_named() {
 #[test]
 fn an_unknown_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let path = config_file(dir.path(), &format!("{VALID}[poller]\nintervall = \"5s\"\n"));
+    let path = config_file(
+        dir.path(),
+        &format!("{VALID}[poller]\nintervall = \"5s\"\n"),
+    );
     let out = bridge(&["serve", "--config", &path], &[], dir.path());
     assert_fails_naming(&out, &["intervall"]);
 }
@@ -96,12 +102,19 @@ fn the_environment_alone_is_enough_to_migrate_a_new_store() {
     let out = bridge(
         &["migrate"],
         &[
-            ("SHOPPER_BRIDGE_SERVER__ADMIN_TOKEN", "a-long-enough-admin-token"),
+            (
+                "SHOPPER_BRIDGE_SERVER__ADMIN_TOKEN",
+                "a-long-enough-admin-token",
+            ),
             ("SHOPPER_BRIDGE_INSTACART__TOKEN", "static-token"),
             ("SHOPPER_BRIDGE_STORE__URL", "sqlite://bridge.db"),
         ],
         dir.path(),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(dir.path().join("bridge.db").exists());
 }

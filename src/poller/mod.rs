@@ -16,10 +16,8 @@ use tracing::Instrument;
 use crate::config::PollerSettings;
 use crate::instacart::models::PollSnapshot;
 use crate::instacart::{InstacartClient, InstacartError};
+use crate::store::{CommitSummary, FallbackReason, Order, PollCommit, Store, StoreError};
 use crate::telemetry::error_chain;
-use crate::store::{
-    CommitSummary, FallbackReason, Order, PollCommit, Store, StoreError,
-};
 
 /// The longest the loop sleeps without checking for due orders, in case a wake-up is missed.
 const MAX_IDLE: Duration = Duration::from_secs(1);
@@ -60,10 +58,7 @@ impl Poller {
 
     /// Polls every order due now, `settings.concurrency` at a time.
     pub async fn poll_once(&self) -> Result<PollRound, StoreError> {
-        let due = self
-            .store
-            .due_orders(Utc::now(), self.batch_size())
-            .await?;
+        let due = self.store.due_orders(Utc::now(), self.batch_size()).await?;
         let results: Vec<_> = stream::iter(due)
             .map(|order| self.poll_order(order))
             .buffer_unordered(self.settings.concurrency)
@@ -97,7 +92,10 @@ impl Poller {
                 }
             }
             let idle = match self.store.next_poll_due().await {
-                Ok(Some(due)) => (due - Utc::now()).to_std().unwrap_or_default().min(MAX_IDLE),
+                Ok(Some(due)) => (due - Utc::now())
+                    .to_std()
+                    .unwrap_or_default()
+                    .min(MAX_IDLE),
                 Ok(None) | Err(_) => MAX_IDLE,
             };
             tokio::select! {
@@ -123,8 +121,13 @@ impl Poller {
                 Ok(snapshot) => {
                     let seen = self.store.seen_state(&order.order_id).await?;
                     let diff = differ::diff(&order.order_id, &seen, &snapshot, now);
-                    let progress =
-                        schedule::after_success(&self.settings, fallback, diff.expired, now, spread);
+                    let progress = schedule::after_success(
+                        &self.settings,
+                        fallback,
+                        diff.expired,
+                        now,
+                        spread,
+                    );
                     PollCommit {
                         order_id: order.order_id.clone(),
                         new_chat: diff.new_chat,
@@ -180,7 +183,10 @@ impl Poller {
             },
         };
         if order.fallback.is_none() {
-            tracing::info!(reason = fallback.as_str(), "falling back to the chat-messages endpoint");
+            tracing::info!(
+                reason = fallback.as_str(),
+                "falling back to the chat-messages endpoint"
+            );
         }
         let fetched = self
             .client

@@ -24,7 +24,8 @@ pub fn after_success(
             OrderState::Watching
         },
         fallback,
-        next_poll_at: (!expired).then(|| now + jittered(settings.interval, settings.jitter, spread)),
+        next_poll_at: (!expired)
+            .then(|| now + jittered(settings.interval, settings.jitter, spread)),
         last_error: None,
         consecutive_failures: 0,
         not_found_count: 0,
@@ -65,9 +66,8 @@ pub fn after_failure(
         .interval
         .saturating_mul(1u32 << failures.min(16))
         .min(settings.max_backoff);
-    let wait = jittered(backoff, settings.jitter, spread).max(to_delta(
-        error.retry_after().unwrap_or_default(),
-    ));
+    let wait = jittered(backoff, settings.jitter, spread)
+        .max(to_delta(error.retry_after().unwrap_or_default()));
     PollProgress {
         polled_at: now,
         state: OrderState::Watching,
@@ -168,10 +168,24 @@ mod tests {
     #[test]
     fn not_found_is_confirmed_before_the_order_is_given_up() {
         let s = settings();
-        let first = after_failure(&s, &order(0, 0), None, &InstacartError::NotFound, now(), 0.0);
+        let first = after_failure(
+            &s,
+            &order(0, 0),
+            None,
+            &InstacartError::NotFound,
+            now(),
+            0.0,
+        );
         assert_eq!(first.state, OrderState::Watching);
         assert_eq!(first.not_found_count, 1);
-        let third = after_failure(&s, &order(0, 2), None, &InstacartError::NotFound, now(), 0.0);
+        let third = after_failure(
+            &s,
+            &order(0, 2),
+            None,
+            &InstacartError::NotFound,
+            now(),
+            0.0,
+        );
         assert_eq!(third.state, OrderState::NotFound);
         assert_eq!(third.next_poll_at, None);
         assert!(third.last_error.unwrap().contains("confirmation 3 of 3"));

@@ -309,7 +309,10 @@ impl State {
     pub(super) fn tick(&mut self, now: Instant) {
         let live: Vec<usize> = (0..self.keys.len())
             .filter(|&i| {
-                let order = self.orders.get_mut(&self.keys[i]).expect("keys mirror orders");
+                let order = self
+                    .orders
+                    .get_mut(&self.keys[i])
+                    .expect("keys mirror orders");
                 apply_expiry(order, self.expire_after, now);
                 !order.expired
             })
@@ -322,10 +325,14 @@ impl State {
             return;
         }
         if self.rng.gen_bool(0.6) {
-            let line = *data::SHOPPER_LINES.choose(&mut self.rng).expect("non-empty");
+            let line = *data::SHOPPER_LINES
+                .choose(&mut self.rng)
+                .expect("non-empty");
             self.add_chat_message(&key, line);
         } else {
-            let (medium, body) = *data::LIFECYCLE_NOTES.choose(&mut self.rng).expect("non-empty");
+            let (medium, body) = *data::LIFECYCLE_NOTES
+                .choose(&mut self.rng)
+                .expect("non-empty");
             self.push_lifecycle(&key, medium, body.to_owned());
         }
     }
@@ -400,9 +407,7 @@ impl State {
     }
 
     pub(super) fn token_is_valid(&self, token: &str, now: Instant) -> bool {
-        self.tokens
-            .get(token)
-            .is_some_and(|expires| *expires > now)
+        self.tokens.get(token).is_some_and(|expires| *expires > now)
     }
 
     /// Draws this request's fault, if any, and whether it is delayed. The three fault shares

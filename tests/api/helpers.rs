@@ -12,7 +12,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use shopper_bridge::config::Settings;
+use shopper_bridge::dispatch::Dispatcher;
 use shopper_bridge::domain::{EventId, EventType, OrderId};
+use shopper_bridge::poller::{PollRound, Poller};
 use shopper_bridge::startup::Application;
 use shopper_bridge::store::{
     AttemptRecord, AttemptResolution, NewEvent, OrderState, PollCommit, PollProgress, Store,
@@ -32,6 +34,8 @@ pub struct TestApp {
     pub store: Arc<dyn Store>,
     pub poller_wake: Arc<Notify>,
     pub dispatcher_wake: Arc<Notify>,
+    pub poller: Arc<Poller>,
+    pub dispatcher: Arc<Dispatcher>,
     /// The SQLite file behind `store`.
     pub db_url: String,
     cancel: CancellationToken,
@@ -62,8 +66,20 @@ pub fn test_settings(dir: &Path) -> Settings {
     settings
 }
 
-/// Builds and runs the application with [`test_settings`], after `configure` adjusted them.
+/// Builds the application with [`test_settings`], after `configure` adjusted them, and serves
+/// its HTTP API. Nothing polls or delivers until the test calls [`TestApp::poll_once`] or
+/// [`TestApp::deliver_next`], so every step is deterministic.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn(configure, false).await
+}
+
+/// Like [`spawn_app_with`], with the poller and dispatcher running in the background, as
+/// `shopper-bridge serve` runs them.
+pub async fn spawn_running_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn(configure, true).await
+}
+
+async fn spawn(configure: impl FnOnce(&mut Settings), background_tasks: bool) -> TestApp {
     LazyLock::force(&TRACING);
     let dir = tempfile::tempdir().expect("temp dir");
     let mut settings = test_settings(dir.path());
@@ -77,9 +93,13 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         .to_owned();
     let db_url = settings.store.url.clone();
 
-    let app = Application::build(settings)
+    let mut app = Application::build(settings)
         .await
         .expect("application builds");
+    if !background_tasks {
+        app = app.without_background_tasks();
+    }
+    let (poller, dispatcher) = (app.poller(), app.dispatcher());
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
     let cancel = CancellationToken::new();
@@ -92,6 +112,8 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         store: state.store,
         poller_wake: state.poller_wake,
         dispatcher_wake: state.dispatcher_wake,
+        poller,
+        dispatcher,
         db_url,
         cancel,
         _dir: dir,
@@ -99,6 +121,17 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
 }
 
 impl TestApp {
+    pub async fn poll_once(&self) -> PollRound {
+        self.poller.poll_once().await.expect("poll round")
+    }
+
+    pub async fn deliver_next(&self) -> usize {
+        self.dispatcher
+            .deliver_next()
+            .await
+            .expect("delivery round")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
