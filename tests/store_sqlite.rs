@@ -14,7 +14,12 @@ use shopper_bridge::store::{
 const LEASE: Duration = Duration::seconds(30);
 
 async fn open(dir: &TempDir) -> Arc<dyn Store> {
-    let url = format!("sqlite://{}", dir.path().join("bridge.db").display());
+    open_as(dir, "sqlite://").await
+}
+
+/// `scheme` is either URL form the configuration accepts: `sqlite://` or `sqlite:`.
+async fn open_as(dir: &TempDir, scheme: &str) -> Arc<dyn Store> {
+    let url = format!("{scheme}{}", dir.path().join("bridge.db").display());
     store::open(&url).await.expect("open store")
 }
 
@@ -532,7 +537,7 @@ async fn everything_survives_reopening_the_file() {
         (order, created, delivered)
     };
 
-    let store = open(&dir).await;
+    let store = open_as(&dir, "sqlite:").await;
     let (reopened, counts) = store.get_order(&order).await.unwrap().unwrap();
     assert_eq!(reopened.state, OrderState::Watching);
     assert_eq!(counts.events, 2);

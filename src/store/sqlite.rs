@@ -47,8 +47,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
-        // Kept open for the life of the process: reopening costs, and closing the last
-        // connection checkpoints and removes the WAL.
+        // The one writer connection serves every write: keep it open rather than reconnect.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -57,8 +56,8 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
-        // `query_only` rather than a read-only open: a read-only WAL connection cannot create
-        // the shared-memory file when the writer is not connected.
+        // `query_only` makes a write sent to the wrong pool fail loudly instead of contending
+        // with the writer for the lock.
         let reader = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
             .connect_with(options.pragma("query_only", "ON"))
@@ -104,7 +103,7 @@ fn json_error(what: &str) -> impl FnOnce(serde_json::Error) -> StoreError + '_ {
 }
 
 /// serde_json only fails on maps with non-string keys or failing `Serialize` impls; the values
-/// stored here (channels, filter lists, id lists) have neither.
+/// stored here (channels, filter lists, ids, batches of plain tuples) have neither.
 fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).expect("stored JSON values always serialize")
 }
@@ -281,7 +280,7 @@ async fn load_order(conn: &mut SqliteConnection, order_id: &str) -> StoreResult<
     .transpose()
 }
 
-/// Subscribers with their secrets (newest first); `ids: None` loads all of them.
+/// Subscribers with their secrets (newest first): those named in `ids` (an [`id_list`]), or all.
 async fn load_subscribers(
     conn: &mut SqliteConnection,
     ids: Option<&str>,
@@ -675,28 +674,35 @@ impl Store for SqliteStore {
             events_inserted: new_events.len() as u64,
             deliveries_created: 0,
         };
-        // Subscribers are only read when there is something new to fan out.
+        // Subscribers are only read when there is something new to fan out, and all of the
+        // commit's deliveries go in with one statement.
         if !new_events.is_empty() {
             let subscribers = active_filters(&mut tx).await?;
+            let mut rows = Vec::new();
             for event in new_events {
-                let created_at = ms(event.created_at);
                 for (subscriber_id, filter) in &subscribers {
-                    if !filter.matches(event.event_type, &event.order_id) {
-                        continue;
+                    if filter.matches(event.event_type, &event.order_id) {
+                        rows.push((
+                            DeliveryId::generate(),
+                            event.id.as_str(),
+                            subscriber_id.as_str(),
+                            ms(event.created_at),
+                        ));
                     }
-                    sqlx::query(
-                        "INSERT INTO deliveries (id, event_id, subscriber_id, status, \
-                             next_attempt_at, created_at, updated_at) \
-                         VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4)",
-                    )
-                    .bind(DeliveryId::generate().as_str())
-                    .bind(event.id.as_str())
-                    .bind(subscriber_id)
-                    .bind(created_at)
-                    .execute(&mut *tx)
-                    .await?;
-                    summary.deliveries_created += 1;
                 }
+            }
+            if !rows.is_empty() {
+                summary.deliveries_created = sqlx::query(
+                    "INSERT INTO deliveries (id, event_id, subscriber_id, status, \
+                         next_attempt_at, created_at, updated_at) \
+                     SELECT value ->> 0, value ->> 1, value ->> 2, 'pending', \
+                         value ->> 3, value ->> 3, value ->> 3 \
+                     FROM json_each(?1)",
+                )
+                .bind(to_json(&rows))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             }
         }
 
@@ -818,6 +824,15 @@ impl Store for SqliteStore {
     #[tracing::instrument(skip_all, fields(subscriber_id = %id))]
     async fn delete_subscriber(&self, id: &SubscriberId) -> StoreResult<bool> {
         let mut tx = self.write_tx().await?;
+        // Its secrets go with it (ON DELETE CASCADE); its deliveries stay as history.
+        let deleted = sqlx::query("DELETE FROM subscribers WHERE id = ?1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Ok(false);
+        }
         let parked = sqlx::query(
             "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, updated_at = ?1 \
              WHERE subscriber_id = ?2 AND status = 'pending'",
@@ -827,16 +842,9 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        // Its secrets go with it (ON DELETE CASCADE); its deliveries stay as history.
-        let deleted = sqlx::query("DELETE FROM subscribers WHERE id = ?1")
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            > 0;
         tx.commit().await?;
-        tracing::debug!(parked, deleted, "subscriber deleted");
-        Ok(deleted)
+        tracing::debug!(parked, "subscriber deleted");
+        Ok(true)
     }
 
     #[tracing::instrument(skip_all, fields(subscriber_id = %id))]
@@ -887,7 +895,7 @@ impl Store for SqliteStore {
         Ok(subscriber)
     }
 
-    #[tracing::instrument(skip_all, fields(limit))]
+    #[tracing::instrument(skip_all, fields(limit = limit))]
     async fn claim_due_deliveries(
         &self,
         now: DateTime<Utc>,
@@ -979,47 +987,59 @@ impl Store for SqliteStore {
         if records.is_empty() {
             return Ok(());
         }
+        // One JSON array carries the whole batch: two statements however many records.
+        let rows: Vec<_> = records
+            .iter()
+            .map(|record| {
+                let (status, next_attempt_at) = match record.resolution {
+                    AttemptResolution::Delivered => (DeliveryStatus::Delivered, None),
+                    AttemptResolution::RetryAt(at) => (DeliveryStatus::Pending, Some(ms(at))),
+                    AttemptResolution::Failed => (DeliveryStatus::Failed, None),
+                };
+                (
+                    record.delivery_id.as_str(),
+                    ms(record.at),
+                    outcome_str(&record.resolution),
+                    record.status_code,
+                    record.response_excerpt.as_deref(),
+                    record.error.as_deref(),
+                    status.as_str(),
+                    next_attempt_at,
+                )
+            })
+            .collect();
+        let rows = to_json(&rows);
+
         let mut tx = self.write_tx().await?;
-        for record in records {
-            let delivery_id = record.delivery_id.as_str();
-            let at = ms(record.at);
-            sqlx::query(
-                "INSERT INTO attempts \
+        sqlx::query(
+            "INSERT INTO attempts \
                  (delivery_id, at, outcome, status_code, response_excerpt, error) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .bind(delivery_id)
-            .bind(at)
-            .bind(outcome_str(&record.resolution))
-            .bind(record.status_code.map(i64::from))
-            .bind(record.response_excerpt.as_deref())
-            .bind(record.error.as_deref())
-            .execute(&mut *tx)
-            .await?;
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
+             FROM json_each(?1)",
+        )
+        .bind(&rows)
+        .execute(&mut *tx)
+        .await?;
+        // A retry never revives a delivery parked meanwhile (its subscriber was deleted while
+        // the attempt was in flight); a final outcome is always recorded.
+        sqlx::query(
+            "UPDATE deliveries SET attempt_count = attempt_count + 1, \
+                 status = CASE WHEN r.new_status = 'pending' AND deliveries.status <> 'pending' \
+                               THEN deliveries.status ELSE r.new_status END, \
+                 next_attempt_at = \
+                     CASE WHEN r.new_status = 'pending' AND deliveries.status <> 'pending' \
+                          THEN deliveries.next_attempt_at ELSE r.next_at END, \
+                 updated_at = r.at \
+             FROM (SELECT value ->> 0 AS id, value ->> 1 AS at, value ->> 6 AS new_status, \
+                          value ->> 7 AS next_at \
+                   FROM json_each(?1)) AS r \
+             WHERE deliveries.id = r.id",
+        )
+        .bind(&rows)
+        .execute(&mut *tx)
+        .await?;
 
-            let (status, next_attempt_at) = match record.resolution {
-                AttemptResolution::Delivered => (DeliveryStatus::Delivered, None),
-                AttemptResolution::RetryAt(at) => (DeliveryStatus::Pending, Some(ms(at))),
-                AttemptResolution::Failed => (DeliveryStatus::Failed, None),
-            };
-            // A retry never revives a delivery parked meanwhile (its subscriber was deleted
-            // while the attempt was in flight); a final outcome is always recorded.
-            sqlx::query(
-                "UPDATE deliveries SET attempt_count = attempt_count + 1, \
-                     status = CASE WHEN ?1 = 'pending' AND status <> 'pending' \
-                                   THEN status ELSE ?1 END, \
-                     next_attempt_at = CASE WHEN ?1 = 'pending' AND status <> 'pending' \
-                                            THEN next_attempt_at ELSE ?2 END, \
-                     updated_at = ?3 \
-                 WHERE id = ?4",
-            )
-            .bind(status.as_str())
-            .bind(next_attempt_at)
-            .bind(at)
-            .bind(delivery_id)
-            .execute(&mut *tx)
-            .await?;
-
+        for record in records {
             if let Some((subscriber_id, reason)) = &record.disable_subscriber {
                 sqlx::query(
                     "UPDATE subscribers SET status = 'disabled', disabled_reason = ?1, \
@@ -1027,7 +1047,7 @@ impl Store for SqliteStore {
                      WHERE id = ?3",
                 )
                 .bind(reason)
-                .bind(at)
+                .bind(ms(record.at))
                 .bind(subscriber_id.as_str())
                 .execute(&mut *tx)
                 .await?;
