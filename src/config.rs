@@ -17,10 +17,37 @@ pub const ENV_PREFIX: &str = "SHOPPER_BRIDGE_";
 pub enum ConfigError {
     #[error("config file {path} not found")]
     FileNotFound { path: String },
-    #[error("invalid configuration: {0}")]
+    #[error("invalid configuration: {}", describe(.0))]
     Parse(Box<figment::Error>),
     #[error("invalid configuration: `{key}` {rule}")]
     Invalid { key: &'static str, rule: String },
+}
+
+/// Each problem as "`key` rule (from SOURCE)", naming the exact variable for environment values.
+fn describe(error: &figment::Error) -> String {
+    let problems: Vec<String> = error
+        .clone()
+        .into_iter()
+        .map(|e| {
+            let origin = match &e.metadata {
+                Some(m) if m.name.contains("environment") => {
+                    let var: Vec<String> = e.path.iter().map(|p| p.to_uppercase()).collect();
+                    format!(" (from {ENV_PREFIX}{})", var.join("__"))
+                }
+                Some(m) => m
+                    .source
+                    .as_ref()
+                    .map(|source| format!(" (in {source})"))
+                    .unwrap_or_default(),
+                None => String::new(),
+            };
+            match e.path.is_empty() {
+                true => format!("{}{origin}", e.kind),
+                false => format!("`{}` {}{origin}", e.path.join("."), e.kind),
+            }
+        })
+        .collect();
+    problems.join("; ")
 }
 
 impl ConfigError {

@@ -1,7 +1,10 @@
 //! The binary's start-up: a bad configuration fails at once, naming the key and the rule.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 fn bridge(args: &[&str], env: &[(&str, &str)], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shopper-bridge"))
@@ -62,7 +65,14 @@ fn a_badly_typed_environment_override_is_named() {
         &[("SHOPPER_BRIDGE_POLLER__INTERVAL", "often")],
         dir.path(),
     );
-    assert_fails_naming(&out, &["poller.interval", "SHOPPER_BRIDGE_"]);
+    assert_fails_naming(
+        &out,
+        &[
+            "`poller.interval`",
+            "expected a duration",
+            "SHOPPER_BRIDGE_POLLER__INTERVAL",
+        ],
+    );
 }
 
 #[test]
@@ -117,4 +127,44 @@ fn the_environment_alone_is_enough_to_migrate_a_new_store() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(dir.path().join("bridge.db").exists());
+}
+
+#[test]
+fn the_demo_prints_verified_webhooks_and_stops_on_ctrl_c() {
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_shopper-bridge"))
+        .args(["demo", "--message-interval", "200ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the demo starts");
+    let (lines_tx, lines) = mpsc::channel();
+    let stdout = demo.stdout.take().expect("piped stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let wanted = ["chat_message.created", "lifecycle_message.created"];
+    let mut seen = Vec::new();
+    while !wanted.iter().all(|w| {
+        seen.iter()
+            .any(|l: &String| l.starts_with('✓') && l.contains(w))
+    }) {
+        match lines.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = demo.kill();
+                panic!("no verified webhook of each type within 60 s; printed: {seen:#?}");
+            }
+        }
+    }
+    assert!(!seen.iter().any(|l| l.starts_with('✗')), "{seen:#?}");
+
+    let interrupted = Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(interrupted.success());
+    let status = demo.wait().expect("the demo exits");
+    assert!(status.success(), "the demo exited with {status}");
 }
