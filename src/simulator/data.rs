@@ -128,7 +128,10 @@ pub(super) const SHOPPER_LINES: &[&str] = &[
 pub(super) const LIFECYCLE_NOTES: &[(&str, &str)] = &[
     ("sms", "Your order has been picked up."),
     ("push", "Your shopper is on the way."),
-    ("in_app_message", "Your shopper replaced an item in your order."),
+    (
+        "in_app_message",
+        "Your shopper replaced an item in your order.",
+    ),
     ("email", "Your order receipt is ready."),
     ("sms", "Your order has been delivered."),
     ("call", "Your shopper tried to call you."),

@@ -167,7 +167,9 @@ impl Credentials {
     pub(super) fn client_matches(&self, client_id: &str, client_secret: &str) -> bool {
         bool::from(
             client_id.as_bytes().ct_eq(self.client_id.as_bytes())
-                & client_secret.as_bytes().ct_eq(self.client_secret.as_bytes()),
+                & client_secret
+                    .as_bytes()
+                    .ct_eq(self.client_secret.as_bytes()),
         )
     }
 
