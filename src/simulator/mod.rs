@@ -246,7 +246,8 @@ pub struct SimulatorHandle {
 }
 
 impl SimulatorHandle {
-    /// Serves `order_id` from now on, with made-up participants and a first message each way.
+    /// Serves `order_id` from now on, with made-up participants, a shopper's greeting and a first
+    /// notification.
     pub fn add_order(&self, order_id: &str) {
         self.shared.lock().add_order(order_id);
     }

@@ -198,7 +198,8 @@ impl State {
         self.faults = faults;
     }
 
-    /// Adds an order with plausible participants and a first message each way, unless it exists.
+    /// Adds an order with made-up participants, a shopper's greeting and a first notification,
+    /// unless it exists.
     pub(super) fn add_order(&mut self, key: &str) {
         self.order_mut(key);
     }
@@ -263,7 +264,7 @@ impl State {
     /// A chat message from the current shopper to the customer, unread. An unknown order is added
     /// first. On an expired order the message is made but, like the rest of its chat, not served.
     pub(super) fn add_chat_message(&mut self, key: &str, body: &str) -> ChatMessage {
-        self.order_mut(key);
+        self.add_order(key);
         let order = self.orders.get_mut(key).expect("added above");
         let message = shopper_message(&mut self.ids, &mut self.rng, order, body.to_owned());
         if !order.expired {
@@ -279,7 +280,7 @@ impl State {
     }
 
     fn push_lifecycle(&mut self, key: &str, medium: &str, body: String) -> LifecycleMessage {
-        self.order_mut(key);
+        self.add_order(key);
         let order = self.orders.get_mut(key).expect("added above");
         let note = lifecycle_message(&mut self.ids, &mut self.rng, order, medium, body);
         order.lifecycle.push(note.clone());
@@ -307,20 +308,9 @@ impl State {
     /// One step of the background generator on a random live order: the shopper reads the
     /// customer's unread messages if there are any, else writes a line or a notification goes out.
     pub(super) fn tick(&mut self, now: Instant) {
-        let live: Vec<usize> = (0..self.keys.len())
-            .filter(|&i| {
-                let order = self
-                    .orders
-                    .get_mut(&self.keys[i])
-                    .expect("keys mirror orders");
-                apply_expiry(order, self.expire_after, now);
-                !order.expired
-            })
-            .collect();
-        let Some(&index) = live.choose(&mut self.rng) else {
+        let Some(key) = self.pick_live_order(now) else {
             return;
         };
-        let key = self.keys[index].clone();
         if self.shopper_reads(&key) > 0 {
             return;
         }
@@ -335,6 +325,34 @@ impl State {
                 .expect("non-empty");
             self.push_lifecycle(&key, medium, body.to_owned());
         }
+    }
+
+    /// A random unexpired order. A few blind picks find one cheaply while most orders are live,
+    /// so a tick stays O(1) with many orders; the full scan only runs when they miss.
+    fn pick_live_order(&mut self, now: Instant) -> Option<String> {
+        const BLIND_PICKS: usize = 8;
+        if self.keys.is_empty() {
+            return None;
+        }
+        for _ in 0..BLIND_PICKS {
+            let index = self.rng.gen_range(0..self.keys.len());
+            if self.is_live(index, now) {
+                return Some(self.keys[index].clone());
+            }
+        }
+        let live: Vec<usize> = (0..self.keys.len())
+            .filter(|&i| self.is_live(i, now))
+            .collect();
+        live.choose(&mut self.rng).map(|&i| self.keys[i].clone())
+    }
+
+    fn is_live(&mut self, index: usize, now: Instant) -> bool {
+        let order = self
+            .orders
+            .get_mut(&self.keys[index])
+            .expect("keys mirror orders");
+        apply_expiry(order, self.expire_after, now);
+        !order.expired
     }
 
     /// Looks an order up for a request, turning it expired once `expire_after` has passed.
@@ -364,13 +382,12 @@ impl State {
         body: Result<String, ApiError>,
         now: Instant,
     ) -> Result<Bytes, ApiError> {
-        let expire_after = self.expire_after;
-        let order = self.orders.get_mut(key).ok_or(ApiError::NotFound)?;
-        apply_expiry(order, expire_after, now);
-        if order.expired {
+        if self.requested(key, now)?.expired {
             return Err(ApiError::SendingNotAllowed);
         }
-        let message = customer_message(&mut self.ids, &mut self.rng, order, body?);
+        let body = body?;
+        let order = self.orders.get_mut(key).expect("found above");
+        let message = customer_message(&mut self.ids, &mut self.rng, order, body);
         let answer = to_json(&SendMessageResponse {
             id: message.id,
             kind: "CHAT".to_owned(),
