@@ -7,7 +7,7 @@ use figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use url::Url;
 
@@ -72,6 +72,12 @@ pub struct Settings {
     pub poller: PollerSettings,
     #[serde(default)]
     pub delivery: DeliverySettings,
+    #[serde(default)]
+    pub templates: TemplateSettings,
+    #[serde(default)]
+    pub email: EmailSettings,
+    #[serde(default)]
+    pub slack: SlackSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -155,6 +161,72 @@ pub struct DeliverySettings {
     pub shutdown_grace: Duration,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateSettings {
+    /// Folder of e-mail and Slack templates, read at start-up (restyle without rebuilding).
+    #[serde(default = "default_templates_dir")]
+    pub dir: PathBuf,
+}
+
+/// How TLS is used towards the SMTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// Plain text: only for a local relay.
+    None,
+    /// Upgrade with STARTTLS, which the server must offer.
+    Starttls,
+    /// TLS from the first byte (usually port 465).
+    Tls,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSettings {
+    /// `smtp://host:port` or `smtps://host:port`; e-mail subscribers need it.
+    #[serde(default)]
+    pub smtp_url: Option<Url>,
+    /// Defaults to `tls` for smtps:// and `starttls` for smtp://.
+    #[serde(default)]
+    pub tls: Option<SmtpTls>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    /// The `From` address, e.g. `Store 42 <shopper-chat@store.example>`.
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    #[serde(default = "default_smtp_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackSettings {
+    /// The Web API base (tests point it elsewhere).
+    #[serde(default = "default_slack_api")]
+    pub api_base_url: Url,
+    /// Messages per second per Slack subscriber (Slack allows about one per channel).
+    #[serde(default = "default_slack_rate")]
+    pub messages_per_second: f64,
+}
+
+fn default_templates_dir() -> PathBuf {
+    PathBuf::from("templates")
+}
+fn default_smtp_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_slack_api() -> Url {
+    Url::parse("https://slack.com/api/").expect("static URL")
+}
+fn default_slack_rate() -> f64 {
+    1.0
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
@@ -216,7 +288,10 @@ defaults_from_serde!(
     StoreSettings,
     InstacartSettings,
     PollerSettings,
-    DeliverySettings
+    DeliverySettings,
+    TemplateSettings,
+    EmailSettings,
+    SlackSettings
 );
 
 /// How requests to Instacart authenticate.

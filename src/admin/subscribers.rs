@@ -19,7 +19,8 @@ use super::extract::{path_id, ApiJson, ApiPath};
 use super::AppState;
 use crate::domain::{EventType, OrderId, SigningSecret, SubscriberId, ValidationError, WebhookUrl};
 use crate::store::{
-    Channel, NewSubscriber, Subscriber, SubscriberFilter, SubscriberPatch, SubscriberStatus,
+    Channel, NewSubscriber, SlackTarget, Subscriber, SubscriberFilter, SubscriberPatch,
+    SubscriberStatus,
 };
 
 /// Longest accepted filter list and description.
@@ -85,15 +86,55 @@ where
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ChannelView {
-    Webhook { url: String },
+    Webhook {
+        url: String,
+    },
+    Email {
+        to: Vec<String>,
+        digest_seconds: Option<u32>,
+    },
+    /// Slack credentials are secrets: only their last characters are shown.
+    Slack {
+        webhook_url: Option<String>,
+        bot_token: Option<String>,
+        channel: Option<String>,
+    },
 }
 
 impl From<Channel> for ChannelView {
     fn from(channel: Channel) -> Self {
         match channel {
             Channel::Webhook { url } => ChannelView::Webhook { url },
+            Channel::Email { to, digest_seconds } => ChannelView::Email { to, digest_seconds },
+            Channel::Slack {
+                target: SlackTarget::IncomingWebhook { webhook_url },
+            } => ChannelView::Slack {
+                webhook_url: Some(mask(&webhook_url)),
+                bot_token: None,
+                channel: None,
+            },
+            Channel::Slack {
+                target: SlackTarget::Bot { bot_token, channel },
+            } => ChannelView::Slack {
+                webhook_url: None,
+                bot_token: Some(mask(&bot_token)),
+                channel: Some(channel),
+            },
         }
     }
+}
+
+/// `****` and the last four characters: enough to tell two credentials apart.
+fn mask(secret: &str) -> String {
+    let tail: String = secret
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("****{tail}")
 }
 
 /// A secret that currently signs deliveries; its value is never shown here.

@@ -38,8 +38,10 @@ pub enum SendOutcome {
 
 #[async_trait]
 pub trait ChannelSender: Send + Sync {
-    /// Sends one attempt of `delivery`, made at `now`.
-    async fn send(&self, delivery: &ClaimedDelivery, now: DateTime<Utc>) -> SendOutcome;
+    /// Sends one attempt of `deliveries`, made at `now`: all to one subscriber, as one message
+    /// (several only where the channel groups them, as an e-mail digest does). The outcome
+    /// applies to each.
+    async fn send(&self, deliveries: &[ClaimedDelivery], now: DateTime<Utc>) -> SendOutcome;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,9 +66,23 @@ impl Channels {
 
 #[async_trait]
 impl ChannelSender for Channels {
-    async fn send(&self, delivery: &ClaimedDelivery, now: DateTime<Utc>) -> SendOutcome {
-        match delivery.subscriber.channel {
-            Channel::Webhook { .. } => self.webhook.send(delivery, now).await,
+    async fn send(&self, deliveries: &[ClaimedDelivery], now: DateTime<Utc>) -> SendOutcome {
+        let Some(first) = deliveries.first() else {
+            return SendOutcome::Delivered {
+                status: None,
+                excerpt: None,
+            };
+        };
+        match &first.subscriber.channel {
+            Channel::Webhook { .. } => self.webhook.send(deliveries, now).await,
+            // Placeholder until the e-mail and Slack channels land (issue 3): the admin API
+            // does not create such subscribers yet.
+            Channel::Email { .. } | Channel::Slack { .. } => SendOutcome::Permanent {
+                status: None,
+                excerpt: None,
+                error: Some("this channel kind is not available in this build".to_owned()),
+                disable_subscriber: None,
+            },
         }
     }
 }

@@ -30,6 +30,33 @@ pub struct Dispatcher {
     waker: Arc<Notify>,
 }
 
+/// Splits a claimed batch into sends: one delivery each.
+fn sends(batch: Vec<ClaimedDelivery>) -> Vec<Vec<ClaimedDelivery>> {
+    batch.into_iter().map(|delivery| vec![delivery]).collect()
+}
+
+fn log_attempt(delivery: &ClaimedDelivery, record: &AttemptRecord) {
+    let attempt = delivery.attempts_made + 1;
+    let (delivery_id, event_id, subscriber_id) =
+        (&delivery.id, &delivery.event_id, &delivery.subscriber.id);
+    let status = record.status_code;
+    let error = record.error.as_deref();
+    match &record.resolution {
+        AttemptResolution::Delivered => tracing::debug!(
+            %delivery_id, %event_id, %subscriber_id, attempt, status, "delivered"
+        ),
+        AttemptResolution::RetryAt(retry_at) => tracing::info!(
+            %delivery_id, %event_id, %subscriber_id, attempt, status, error, %retry_at,
+            "delivery attempt failed; will retry"
+        ),
+        AttemptResolution::Failed => tracing::warn!(
+            %delivery_id, %event_id, %subscriber_id, attempt, status, error,
+            disabled = record.disable_subscriber.is_some(),
+            "delivery failed; parked"
+        ),
+    }
+}
+
 impl Dispatcher {
     /// `waker` is shared with whoever queues deliveries (the poller, the admin API's retry).
     pub fn new(
@@ -69,39 +96,30 @@ impl Dispatcher {
             return Ok(0);
         }
         // Owned items: a closure over borrowed ones would make `run`'s future not `Send`.
-        let records: Vec<AttemptRecord> = stream::iter(batch)
-            .map(|delivery| async move { self.attempt(&delivery).await })
+        let records: Vec<Vec<AttemptRecord>> = stream::iter(sends(batch))
+            .map(|group| async move { self.attempt(&group).await })
             .buffer_unordered(self.settings.concurrency)
             .collect()
             .await;
+        let records: Vec<AttemptRecord> = records.into_iter().flatten().collect();
         self.store.record_attempts(&records).await?;
         Ok(records.len())
     }
 
-    async fn attempt(&self, delivery: &ClaimedDelivery) -> AttemptRecord {
+    /// One send of a group of deliveries to one subscriber; every delivery in it shares the
+    /// outcome.
+    async fn attempt(&self, group: &[ClaimedDelivery]) -> Vec<AttemptRecord> {
         let at = Utc::now();
-        let outcome = self.channels.send(delivery, at).await;
-        let attempt = delivery.attempts_made + 1;
-        let record = self.record(delivery, at, Utc::now(), outcome);
-        let (delivery_id, event_id, subscriber_id) =
-            (&delivery.id, &delivery.event_id, &delivery.subscriber.id);
-        let status = record.status_code;
-        let error = record.error.as_deref();
-        match &record.resolution {
-            AttemptResolution::Delivered => tracing::debug!(
-                %delivery_id, %event_id, %subscriber_id, attempt, status, "delivered"
-            ),
-            AttemptResolution::RetryAt(retry_at) => tracing::info!(
-                %delivery_id, %event_id, %subscriber_id, attempt, status, error, %retry_at,
-                "delivery attempt failed; will retry"
-            ),
-            AttemptResolution::Failed => tracing::warn!(
-                %delivery_id, %event_id, %subscriber_id, attempt, status, error,
-                disabled = record.disable_subscriber.is_some(),
-                "delivery failed; parked"
-            ),
-        }
-        record
+        let outcome = self.channels.send(group, at).await;
+        let finished = Utc::now();
+        group
+            .iter()
+            .map(|delivery| {
+                let record = self.record(delivery, at, finished, outcome.clone());
+                log_attempt(delivery, &record);
+                record
+            })
+            .collect()
     }
 
     /// Turns a channel's verdict into what the store records, choosing the retry time.

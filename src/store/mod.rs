@@ -160,10 +160,32 @@ pub struct CommitSummary {
 }
 
 /// How a subscriber is reached. Stored as JSON so new channel kinds need no schema change.
+/// Values are validated by the admin API before they get here.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Channel {
-    Webhook { url: String },
+    Webhook {
+        url: String,
+    },
+    Email {
+        to: Vec<String>,
+        /// Events of one order within this window go out as one e-mail.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        digest_seconds: Option<u32>,
+    },
+    Slack {
+        target: SlackTarget,
+    },
+}
+
+/// Where a Slack subscriber posts. Both forms are secrets (a webhook URL is a credential).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum SlackTarget {
+    /// An incoming webhook: posts only, no threads.
+    IncomingWebhook { webhook_url: String },
+    /// The Web API (`chat.postMessage`): one thread per order.
+    Bot { bot_token: String, channel: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -404,10 +426,32 @@ pub trait Store: Send + Sync + 'static {
     async fn next_delivery_due(&self) -> StoreResult<Option<DateTime<Utc>>>;
     async fn list_deliveries(&self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>>;
     async fn get_delivery(&self, id: &DeliveryId) -> StoreResult<Option<Delivery>>;
+    /// Puts claimed deliveries back, unattempted, due at `until` (per-subscriber rate limits).
+    async fn postpone_deliveries(
+        &self,
+        ids: &[DeliveryId],
+        until: DateTime<Utc>,
+    ) -> StoreResult<()>;
     /// Makes a delivery pending and due at `now` again, whatever its status.
     async fn retry_delivery(
         &self,
         id: &DeliveryId,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Delivery>>;
+
+    // --- conversation threads (an e-mail Message-ID, a Slack message ts)
+    /// The thread one subscriber's messages about one order go into, if one was started.
+    async fn thread_ref(
+        &self,
+        subscriber_id: &SubscriberId,
+        order_id: &OrderId,
+    ) -> StoreResult<Option<String>>;
+    /// Records `thread_ref` as the order's thread for the subscriber unless one exists already;
+    /// returns the one in force.
+    async fn save_thread_ref(
+        &self,
+        subscriber_id: &SubscriberId,
+        order_id: &OrderId,
+        thread_ref: &str,
+    ) -> StoreResult<String>;
 }

@@ -1104,4 +1104,69 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(delivery)
     }
+
+    #[tracing::instrument(skip_all, fields(deliveries = ids.len()))]
+    async fn postpone_deliveries(
+        &self,
+        ids: &[DeliveryId],
+        until: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = ?1 \
+             WHERE status = 'pending' AND id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(ms(until))
+        .bind(id_list(ids.iter().map(DeliveryId::as_str)))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(subscriber_id = %subscriber_id, order_id = %order_id))]
+    async fn thread_ref(
+        &self,
+        subscriber_id: &SubscriberId,
+        order_id: &OrderId,
+    ) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT thread_ref FROM threads WHERE subscriber_id = ?1 AND order_id = ?2",
+        )
+        .bind(subscriber_id.as_str())
+        .bind(order_id.as_str())
+        .fetch_optional(&self.reader)
+        .await?)
+    }
+
+    #[tracing::instrument(skip_all, fields(subscriber_id = %subscriber_id, order_id = %order_id))]
+    async fn save_thread_ref(
+        &self,
+        subscriber_id: &SubscriberId,
+        order_id: &OrderId,
+        thread_ref: &str,
+    ) -> StoreResult<String> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO threads (subscriber_id, order_id, thread_ref) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (subscriber_id, order_id) DO NOTHING",
+        )
+        .bind(subscriber_id.as_str())
+        .bind(order_id.as_str())
+        .bind(thread_ref)
+        .execute(&mut *tx)
+        .await?;
+        let in_force: String = sqlx::query_scalar(
+            "SELECT thread_ref FROM threads WHERE subscriber_id = ?1 AND order_id = ?2",
+        )
+        .bind(subscriber_id.as_str())
+        .bind(order_id.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(in_force)
+    }
 }

@@ -75,13 +75,24 @@ fn permanent(error: &str) -> SendOutcome {
 
 #[async_trait]
 impl ChannelSender for WebhookSender {
+    async fn send(&self, deliveries: &[ClaimedDelivery], now: DateTime<Utc>) -> SendOutcome {
+        match deliveries {
+            [delivery] => self.post(delivery, now).await,
+            _ => permanent("webhooks carry one event each"),
+        }
+    }
+}
+
+impl WebhookSender {
     #[tracing::instrument(skip_all, fields(
         delivery_id = %delivery.id,
         event_id = %delivery.event_id,
         subscriber_id = %delivery.subscriber.id,
     ))]
-    async fn send(&self, delivery: &ClaimedDelivery, now: DateTime<Utc>) -> SendOutcome {
-        let Channel::Webhook { url } = &delivery.subscriber.channel;
+    async fn post(&self, delivery: &ClaimedDelivery, now: DateTime<Utc>) -> SendOutcome {
+        let Channel::Webhook { url } = &delivery.subscriber.channel else {
+            return permanent("not a webhook subscriber");
+        };
         let Ok(url) = Url::parse(url) else {
             return permanent("the stored webhook URL is not a valid URL");
         };
