@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::time::Duration;
 use utoipa::ToSchema;
@@ -17,6 +18,7 @@ use utoipa_axum::routes;
 use super::error::{when_present, ApiError, ErrorBody, Problems};
 use super::extract::{path_id, ApiJson, ApiPath};
 use super::AppState;
+use crate::channels::slack::TargetFields;
 use crate::domain::{EventType, OrderId, SigningSecret, SubscriberId, ValidationError, WebhookUrl};
 use crate::store::{
     Channel, NewSubscriber, SlackTarget, Subscriber, SubscriberFilter, SubscriberPatch,
@@ -41,12 +43,22 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSubscriberRequest {
-    /// How the subscriber is reached; `webhook` is the only kind so far.
+    /// How the subscriber is reached: `webhook` or `slack`.
     #[schema(example = "webhook")]
     pub kind: String,
     /// Required for `webhook`: an http(s) URL.
     #[schema(example = "https://hooks.example.com/instacart")]
     pub url: Option<String>,
+    /// `slack` with an incoming webhook: its URL (https). A credential: shown masked.
+    #[schema(value_type = Option<String>, example = "https://hooks.slack.com/services/T000/B000/XXXX")]
+    pub webhook_url: Option<SecretString>,
+    /// `slack` through the Web API: a bot token (`xoxb-...`), with `channel`. A credential:
+    /// shown masked. With a bot token, each order gets its own thread.
+    #[schema(value_type = Option<String>, example = "xoxb-1234-5678-abcd")]
+    pub bot_token: Option<SecretString>,
+    /// `slack` with `bot_token`: the channel ID (or `#name`) to post in.
+    #[schema(example = "C0123ABCD")]
+    pub channel: Option<String>,
     /// Only these event types; leave out (or null) for every type.
     #[schema(example = json!(["chat_message.created"]))]
     pub event_types: Option<Vec<String>>,
@@ -56,10 +68,19 @@ pub struct CreateSubscriberRequest {
 }
 
 /// A partial update: absent fields stay as they are; `null` clears a filter or the description.
+/// A subscriber keeps its kind: only its own kind's target fields may change.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSubscriberRequest {
     pub url: Option<String>,
+    /// `slack`: switches to this incoming webhook.
+    #[schema(value_type = Option<String>)]
+    pub webhook_url: Option<SecretString>,
+    /// `slack`: a new bot token (`channel` is kept unless given too).
+    #[schema(value_type = Option<String>)]
+    pub bot_token: Option<SecretString>,
+    /// `slack`: a new channel for the bot (the token is kept unless given too).
+    pub channel: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<Vec<String>>, nullable)]
     pub event_types: Option<Option<Vec<String>>>,
@@ -217,19 +238,82 @@ pub struct SubscriberList {
 }
 
 fn check_channel(
-    kind: &str,
-    url: Option<&str>,
+    request: &CreateSubscriberRequest,
     allow_private: bool,
 ) -> Result<Channel, ValidationError> {
-    match kind {
+    let slack = slack_fields(&request.webhook_url, &request.bot_token, &request.channel);
+    match request.kind.as_str() {
         "webhook" => {
-            let url = url.ok_or_else(|| {
+            if let Some(field) = slack.first_given() {
+                return Err(foreign(field, "slack"));
+            }
+            let url = request.url.as_deref().ok_or_else(|| {
                 ValidationError::new("url", "is required for webhook subscribers")
             })?;
             Ok(webhook(WebhookUrl::parse("url", url, allow_private)?))
         }
-        _ => Err(ValidationError::new("kind", "must be one of webhook")),
+        "slack" => {
+            if request.url.is_some() {
+                return Err(foreign("url", "webhook"));
+            }
+            Ok(Channel::Slack {
+                target: slack.target(allow_private)?,
+            })
+        }
+        _ => Err(ValidationError::new("kind", "must be one of webhook, slack")),
     }
+}
+
+/// The channel after a partial update of `current` (`None`: unchanged). The kind stays: a field
+/// of another kind is refused rather than silently turning, say, a Slack subscriber into a
+/// webhook.
+fn patch_channel(
+    current: &Channel,
+    request: &UpdateSubscriberRequest,
+    allow_private: bool,
+) -> Result<Option<Channel>, ValidationError> {
+    let slack = slack_fields(&request.webhook_url, &request.bot_token, &request.channel);
+    match current {
+        Channel::Webhook { .. } => {
+            if let Some(field) = slack.first_given() {
+                return Err(foreign(field, "slack"));
+            }
+            request
+                .url
+                .as_deref()
+                .map(|raw| WebhookUrl::parse("url", raw, allow_private).map(webhook))
+                .transpose()
+        }
+        Channel::Slack { target } => {
+            if request.url.is_some() {
+                return Err(foreign("url", "webhook"));
+            }
+            Ok(slack
+                .patch(target, allow_private)?
+                .map(|target| Channel::Slack { target }))
+        }
+        Channel::Email { .. } => match (request.url.is_some(), slack.first_given()) {
+            (true, _) => Err(foreign("url", "webhook")),
+            (false, Some(field)) => Err(foreign(field, "slack")),
+            (false, None) => Ok(None),
+        },
+    }
+}
+
+fn slack_fields<'a>(
+    webhook_url: &'a Option<SecretString>,
+    bot_token: &'a Option<SecretString>,
+    channel: &'a Option<String>,
+) -> TargetFields<'a> {
+    TargetFields {
+        webhook_url: webhook_url.as_ref().map(ExposeSecret::expose_secret),
+        bot_token: bot_token.as_ref().map(ExposeSecret::expose_secret),
+        channel: channel.as_deref(),
+    }
+}
+
+fn foreign(field: &str, kind: &str) -> ValidationError {
+    ValidationError::new(field, format!("applies to {kind} subscribers only"))
 }
 
 fn webhook(url: WebhookUrl) -> Channel {
@@ -319,11 +403,7 @@ async fn create_subscriber(
 ) -> Result<(StatusCode, Json<SubscriberWithSecret>), ApiError> {
     let allow_private = state.settings.delivery.allow_private_targets;
     let mut problems = Problems::default();
-    let channel = problems.check(check_channel(
-        &request.kind,
-        request.url.as_deref(),
-        allow_private,
-    ));
+    let channel = problems.check(check_channel(&request, allow_private));
     let event_types = when_present(request.event_types, |raw| {
         check_filter(&mut problems, "event_types", &raw, EventType::parse)
     });
@@ -427,11 +507,18 @@ async fn update_subscriber(
     let id = path_id("subscriber", &raw_id, SubscriberId::parse)?;
     let allow_private = state.settings.delivery.allow_private_targets;
     let mut problems = Problems::default();
-    let channel = when_present(request.url, |raw| {
-        problems
-            .check(WebhookUrl::parse("url", &raw, allow_private))
-            .map(webhook)
-    });
+    let changes_target = request.url.is_some()
+        || !slack_fields(&request.webhook_url, &request.bot_token, &request.channel).is_empty();
+    let channel = if changes_target {
+        let current = state
+            .store
+            .get_subscriber(&id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("subscriber", raw_id.clone()))?;
+        problems.check(patch_channel(&current.channel, &request, allow_private))
+    } else {
+        Some(None)
+    };
     let event_types = when_present(request.event_types, |filter| {
         when_present(filter, |raw| {
             check_filter(&mut problems, "event_types", &raw, EventType::parse)

@@ -2,14 +2,17 @@
 //! [`ChannelSender`]: send one delivery, classify the outcome. Retry timing is the dispatcher's.
 
 mod http;
+pub mod slack;
 pub mod webhook;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::DeliverySettings;
-use crate::store::{Channel, ClaimedDelivery};
+use crate::config::Settings;
+use crate::store::{Channel, ClaimedDelivery, Store};
+use crate::templates::Templates;
 
 /// What one attempt to send a delivery ended in. `status` and `excerpt` (the start of the
 /// response body) go to the attempt log; so does `error`, which must never hold a secret.
@@ -48,19 +51,38 @@ pub trait ChannelSender: Send + Sync {
 pub enum ChannelError {
     #[error("cannot build the webhook HTTP client")]
     WebhookClient(#[source] reqwest::Error),
+    #[error("`slack.api_base_url` cannot locate the Web API's methods")]
+    SlackApiUrl(#[source] url::ParseError),
 }
 
 /// Every channel's sender, built once per process; routes a delivery by its subscriber's channel.
+/// `store` keeps the conversation threads (Slack `thread_ts`) the channels start.
 #[derive(Debug, Clone)]
 pub struct Channels {
     webhook: webhook::WebhookSender,
+    slack: slack::SlackSender,
 }
 
 impl Channels {
-    pub fn new(settings: &DeliverySettings) -> Result<Self, ChannelError> {
-        Ok(Self {
-            webhook: webhook::WebhookSender::new(settings).map_err(ChannelError::WebhookClient)?,
-        })
+    pub fn new(
+        settings: &Settings,
+        templates: Templates,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, ChannelError> {
+        let webhook =
+            webhook::WebhookSender::new(&settings.delivery).map_err(ChannelError::WebhookClient)?;
+        let slack = slack::SlackSender::new(webhook.clone(), &settings.slack, templates, store)
+            .map_err(ChannelError::SlackApiUrl)?;
+        Ok(Self { webhook, slack })
+    }
+
+    /// The least time between two sends to one subscriber on `channel`, where the channel
+    /// limits the rate (the dispatcher holds back what comes sooner).
+    pub fn send_interval(&self, channel: &Channel) -> Option<Duration> {
+        match channel {
+            Channel::Slack { .. } => Some(self.slack.interval()),
+            Channel::Webhook { .. } | Channel::Email { .. } => None,
+        }
     }
 }
 
@@ -75,9 +97,10 @@ impl ChannelSender for Channels {
         };
         match &first.subscriber.channel {
             Channel::Webhook { .. } => self.webhook.send(deliveries, now).await,
-            // Placeholder until the e-mail and Slack channels land (issue 3): the admin API
-            // does not create such subscribers yet.
-            Channel::Email { .. } | Channel::Slack { .. } => SendOutcome::Permanent {
+            Channel::Slack { .. } => self.slack.send(deliveries, now).await,
+            // Placeholder until the e-mail channel lands (issue 3): the admin API does not
+            // create such subscribers yet.
+            Channel::Email { .. } => SendOutcome::Permanent {
                 status: None,
                 excerpt: None,
                 error: Some("this channel kind is not available in this build".to_owned()),
