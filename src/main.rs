@@ -94,7 +94,7 @@ impl SimulatedWorld {
                 rate_429: self.fault_429,
                 rate_5xx: self.fault_5xx,
                 rate_malformed: self.fault_malformed,
-                ..defaults.faults.clone()
+                ..defaults.faults
             },
             ..defaults
         }
