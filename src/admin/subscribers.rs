@@ -260,7 +260,10 @@ fn check_channel(
                 target: slack.target(allow_private)?,
             })
         }
-        _ => Err(ValidationError::new("kind", "must be one of webhook, slack")),
+        _ => Err(ValidationError::new(
+            "kind",
+            "must be one of webhook, slack",
+        )),
     }
 }
 

@@ -56,7 +56,6 @@ pub enum ChannelError {
 }
 
 /// Every channel's sender, built once per process; routes a delivery by its subscriber's channel.
-/// `store` keeps the conversation threads (Slack `thread_ts`) the channels start.
 #[derive(Debug, Clone)]
 pub struct Channels {
     webhook: webhook::WebhookSender,
@@ -64,6 +63,8 @@ pub struct Channels {
 }
 
 impl Channels {
+    /// `templates` render what people read; `store` keeps the conversation threads (Slack
+    /// `thread_ts`) the channels start.
     pub fn new(
         settings: &Settings,
         templates: Templates,

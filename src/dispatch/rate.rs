@@ -171,7 +171,11 @@ mod tests {
             delivery(&paced_sub),
             delivery(&free_sub),
         ];
-        let expected_send = vec![batch[0].id.clone(), batch[1].id.clone(), batch[4].id.clone()];
+        let expected_send = vec![
+            batch[0].id.clone(),
+            batch[1].id.clone(),
+            batch[4].id.clone(),
+        ];
         let (second, third) = (batch[2].id.clone(), batch[3].id.clone());
 
         let paced = pace.pace(batch, at(0), |d| {

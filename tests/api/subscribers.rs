@@ -118,7 +118,7 @@ async fn unknown_kinds_missing_urls_and_empty_filters_are_refused() {
         (
             json!({"kind": "carrier_pigeon", "url": "https://a.example"}),
             "kind",
-            "`kind` must be one of webhook",
+            "`kind` must be one of webhook, slack",
         ),
         (
             json!({"kind": "webhook"}),

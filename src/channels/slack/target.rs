@@ -98,8 +98,14 @@ impl TargetFields<'_> {
                 "webhook_url",
                 "is required for slack subscribers, unless bot_token and channel are given",
             )),
-            (None, Some(_), None) => Err(ValidationError::new("channel", "is required with bot_token")),
-            (None, None, Some(_)) => Err(ValidationError::new("bot_token", "is required with channel")),
+            (None, Some(_), None) => Err(ValidationError::new(
+                "channel",
+                "is required with bot_token",
+            )),
+            (None, None, Some(_)) => Err(ValidationError::new(
+                "bot_token",
+                "is required with channel",
+            )),
             _ => self.change(None, allow_private),
         }
     }
@@ -144,7 +150,10 @@ impl TargetFields<'_> {
         };
         let switching = "is required to switch an incoming-webhook subscriber to a bot token";
         let bot_token = match self.bot_token {
-            Some(raw) => BotToken::parse("bot_token", raw)?.0.expose_secret().to_owned(),
+            Some(raw) => BotToken::parse("bot_token", raw)?
+                .0
+                .expose_secret()
+                .to_owned(),
             None => current_token
                 .ok_or_else(|| ValidationError::new("bot_token", switching))?
                 .to_owned(),
@@ -215,17 +224,23 @@ mod tests {
 
     #[test]
     fn refusals_never_repeat_the_credential() {
-        for (token, field) in [
-            ("xoxp-user-token-42", "bot_token"),
-            ("xoxb-", "bot_token"),
-            ("xoxb-has space", "bot_token"),
+        let long = format!("xoxb-SeCrEt{}", "0".repeat(250));
+        for token in [
+            "xoxp-SeCrEt-user-token",
+            "xoxb-SeCrEt has space",
+            "xoxb-SeCrEt_underscore",
+            &long,
         ] {
             let err = fields(None, Some(token), Some("C1"))
                 .target(false)
                 .unwrap_err();
-            assert_eq!(err.field, field);
-            assert!(!err.to_string().contains(token), "{err}");
+            assert_eq!(err.field, "bot_token");
+            assert!(!err.to_string().contains("SeCrEt"), "{err}");
         }
+        assert_eq!(
+            refused_field(fields(None, Some("xoxb-"), Some("C1")).target(false)),
+            "bot_token"
+        );
         let plain = "http://hooks.slack.com/services/T0/B0/SeCrEt";
         let err = fields(Some(plain), None, None).target(false).unwrap_err();
         assert_eq!(err.to_string(), "`webhook_url` must use https");
