@@ -9,7 +9,7 @@ mod sample;
 mod slack;
 
 use minijinja::syntax::SyntaxConfig;
-use minijinja::value::Serde;
+use minijinja::value::{Serde, Value};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde_json::{json, Value as Json};
 use std::collections::HashMap;
@@ -144,9 +144,15 @@ impl Templates {
     }
 
     pub fn email(&self, event: &EventContext) -> Result<RenderedEmail, TemplateError> {
-        let ctx = single_context(event);
-        let prefix = format!("email/{}", event.event_type());
-        self.render_email(&prefix, &ctx, event.order_id())
+        let ctx = Value::from(Serde(single_context(event)));
+        // The frames include `email/<event type>.html` / `.txt` for the content.
+        let subject = format!("email/{}.subject.txt", event.event_type());
+        let parts = EmailParts {
+            subject: &subject,
+            text: "email/base.txt",
+            html: "email/base.html",
+        };
+        self.render_email(parts, &ctx, event.order_id())
     }
 
     /// Several events of ONE order, oldest first, as one e-mail (digest).
@@ -164,7 +170,7 @@ impl Templates {
         }
         let views: Vec<_> = events.iter().map(EventContext::view).collect();
         let parties = last.view();
-        let ctx = json!({
+        let ctx = Value::from(Serde(json!({
             "digest": true,
             "events": views,
             "count": events.len(),
@@ -173,13 +179,19 @@ impl Templates {
             "current_shopper": parties.current_shopper,
             "customer_name": parties.customer_name,
             "shopper_name": parties.shopper_name,
-        });
-        self.render_email("email/digest", &ctx, first.order_id())
+        })));
+        let parts = EmailParts {
+            subject: "email/digest.subject.txt",
+            text: "email/digest.txt",
+            html: "email/digest.html",
+        };
+        self.render_email(parts, &ctx, first.order_id())
     }
 
     pub fn slack(&self, event: &EventContext) -> Result<SlackMessage, TemplateError> {
         let mut ctx = single_context(event);
         slack::escape_context(&mut ctx);
+        let ctx = Value::from(Serde(ctx));
         let prefix = format!("slack/{}", event.event_type());
         let blocks_name = format!("{prefix}.json");
         let rendered = self.render(&blocks_name, &ctx)?;
@@ -200,12 +212,12 @@ impl Templates {
 
     fn render_email(
         &self,
-        prefix: &str,
-        ctx: &Json,
+        parts: EmailParts<'_>,
+        ctx: &Value,
         order_id: &OrderId,
     ) -> Result<RenderedEmail, TemplateError> {
         // A subject is one header line, whatever the template or the text in it.
-        let subject = self.render(&format!("{prefix}.subject.txt"), ctx)?;
+        let subject = self.render(parts.subject, ctx)?;
         let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
         Ok(RenderedEmail {
             subject: if subject.is_empty() {
@@ -213,22 +225,33 @@ impl Templates {
             } else {
                 subject
             },
-            text: self.render(&format!("{prefix}.txt"), ctx)?,
-            html: self.render(&format!("{prefix}.html"), ctx)?,
+            text: self.render(parts.text, ctx)?,
+            html: self.render(parts.html, ctx)?,
         })
     }
 
-    fn render(&self, name: &str, ctx: &Json) -> Result<String, TemplateError> {
-        let render_error = |source: minijinja::Error| TemplateError::Render {
-            file: self.origin(source.name().unwrap_or(name)),
-            line: source.line().unwrap_or(0),
-            detail: source.detail().unwrap_or_default().to_owned(),
-            source,
+    fn render(&self, name: &str, ctx: &Value) -> Result<String, TemplateError> {
+        let render_error = |source: minijinja::Error| {
+            // An error in an included template arrives wrapped ("error in ..."): name the
+            // innermost template, where the author has to look.
+            let mut at = &source;
+            while let Some(inner) = std::error::Error::source(at)
+                .and_then(|e| e.downcast_ref::<minijinja::Error>())
+                .filter(|e| e.name().is_some())
+            {
+                at = inner;
+            }
+            TemplateError::Render {
+                file: self.origin(at.name().unwrap_or(name)),
+                line: at.line().unwrap_or(0),
+                detail: at.detail().unwrap_or_default().to_owned(),
+                source,
+            }
         };
         self.inner
             .env
             .get_template(name)
-            .and_then(|t| t.render(Serde(ctx)))
+            .and_then(|t| t.render(ctx))
             .map_err(render_error)
     }
 
@@ -252,6 +275,13 @@ impl Templates {
         self.email_digest(&events)?;
         Ok(())
     }
+}
+
+/// The entry templates of one kind of e-mail.
+struct EmailParts<'a> {
+    subject: &'a str,
+    text: &'a str,
+    html: &'a str,
 }
 
 fn fallback(order_id: &OrderId) -> String {
