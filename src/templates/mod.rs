@@ -11,8 +11,10 @@ mod slack;
 use minijinja::syntax::SyntaxConfig;
 use minijinja::value::{Serde, Value};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use serde::Serialize;
 use serde_json::{json, Value as Json};
 use std::collections::HashMap;
+use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,6 +26,14 @@ pub use context::EventContext;
 #[derive(Clone)]
 pub struct Templates {
     inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Templates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut files: Vec<_> = self.inner.origins.values().collect();
+        files.sort();
+        f.debug_struct("Templates").field("files", &files).finish()
+    }
 }
 
 struct Inner {
@@ -41,8 +51,8 @@ pub struct RenderedEmail {
 }
 
 /// A Slack message: `text` is the notification / fallback text, `blocks` the Block Kit blocks,
-/// both within Slack's limits.
-#[derive(Debug, Clone, PartialEq)]
+/// both within Slack's limits. Serializes as `{"text","blocks"}`, the core of a Slack payload.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SlackMessage {
     pub text: String,
     pub blocks: Vec<Json>,
@@ -384,4 +394,37 @@ fn read_overrides(
         out.push((name, path.display().to_string(), source));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_can_be_shared_across_tasks() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<Templates>();
+        assert_send_sync::<EventContext>();
+    }
+
+    #[test]
+    fn none_prints_as_nothing_in_every_kind_of_template() {
+        let env = environment();
+        for name in ["a.txt", "a.html", "slack/a.json"] {
+            let out = env
+                .render_named_str(name, "[{{ x }}]", Value::from(Serde(json!({"x": null}))))
+                .unwrap();
+            assert_eq!(out, "[]", "{name}");
+        }
+    }
+
+    #[test]
+    fn slack_json_values_are_written_as_string_content() {
+        let ctx = Value::from(Serde(json!({"x": "a \"b\" \\ c\n", "n": 3})));
+        let out = environment()
+            .render_named_str("slack/a.json", r#"["{{ x }}", "{{ n }}"]"#, ctx)
+            .unwrap();
+        let parsed: Vec<String> = serde_json::from_str(&out).unwrap();
+        assert_eq!(parsed, ["a \"b\" \\ c\n", "3"]);
+    }
 }
