@@ -5,9 +5,11 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::path::Path;
 
+use shopper_bridge::config::Settings;
 use shopper_bridge::domain::{DeliveryId, EventType, OrderId, SubscriberId};
 use shopper_bridge::instacart::models::{OrderMessagesResponse, PollSnapshot};
 use shopper_bridge::poller::differ::diff;
+use shopper_bridge::startup::{Application, StartupError};
 use shopper_bridge::store::{
     Channel, ClaimedDelivery, NewEvent, SeenState, Subscriber, SubscriberFilter, SubscriberStatus,
 };
@@ -434,4 +436,36 @@ fn a_digest_is_about_one_order() {
         templates.email_digest(&[]),
         Err(TemplateError::EmptyDigest)
     ));
+}
+
+#[tokio::test]
+async fn a_broken_override_stops_the_application_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let templates_dir = dir.path().join("templates");
+    write(
+        &templates_dir,
+        "slack/chat_message.read.txt",
+        "{{ event.body",
+    );
+    let settings: Settings = serde_json::from_value(serde_json::json!({
+        "server": {"listen": "127.0.0.1:0", "admin_token": "an-admin-token-long-enough-for-tests"},
+        "store": {"url": format!("sqlite://{}", dir.path().join("bridge.db").display())},
+        "instacart": {"token": "unused-connect-token"},
+        "templates": {"dir": templates_dir},
+    }))
+    .unwrap();
+
+    let err = Application::build(settings).await.err().unwrap();
+    assert!(
+        matches!(
+            &err,
+            StartupError::Templates(TemplateError::Syntax { line: 1, .. })
+        ),
+        "{err:?}"
+    );
+    let source = std::error::Error::source(&err).unwrap().to_string();
+    assert!(
+        source.contains("slack/chat_message.read.txt:1:"),
+        "{source}"
+    );
 }

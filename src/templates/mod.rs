@@ -11,8 +11,10 @@ mod slack;
 use minijinja::syntax::SyntaxConfig;
 use minijinja::value::{Serde, Value};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use serde::Serialize;
 use serde_json::{json, Value as Json};
 use std::collections::HashMap;
+use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,6 +26,14 @@ pub use context::EventContext;
 #[derive(Clone)]
 pub struct Templates {
     inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Templates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut files: Vec<_> = self.inner.origins.values().collect();
+        files.sort();
+        f.debug_struct("Templates").field("files", &files).finish()
+    }
 }
 
 struct Inner {
@@ -41,8 +51,8 @@ pub struct RenderedEmail {
 }
 
 /// A Slack message: `text` is the notification / fallback text, `blocks` the Block Kit blocks,
-/// both within Slack's limits.
-#[derive(Debug, Clone, PartialEq)]
+/// both within Slack's limits. Serializes as `{"text","blocks"}`, the core of a Slack payload.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SlackMessage {
     pub text: String,
     pub blocks: Vec<Json>,
@@ -106,11 +116,12 @@ impl Templates {
     /// dir that does not exist is an error.
     #[tracing::instrument(skip_all, fields(dir = ?dir))]
     pub fn load(dir: Option<&Path>) -> Result<Templates, TemplateError> {
-        let mut sources: Vec<(String, String, String)> = builtin::TEMPLATES
+        let mut sources: Vec<Source> = builtin::TEMPLATES
             .iter()
-            .map(|(name, source)| {
-                let origin = format!("built-in templates/{name}");
-                (name.to_string(), origin, source.to_string())
+            .map(|(name, text)| Source {
+                name: name.to_string(),
+                origin: format!("built-in templates/{name}"),
+                text: text.to_string(),
             })
             .collect();
         if let Some(dir) = dir {
@@ -125,8 +136,8 @@ impl Templates {
         let mut env = environment();
         let mut origins = HashMap::new();
         // Later entries (overrides) replace earlier ones (built-ins) of the same name.
-        for (name, origin, source) in sources {
-            env.add_template_owned(name.clone(), source)
+        for Source { name, origin, text } in sources {
+            env.add_template_owned(name.clone(), text)
                 .map_err(|source| TemplateError::Syntax {
                     file: origin.clone(),
                     line: source.line().unwrap_or(0),
@@ -277,6 +288,15 @@ impl Templates {
     }
 }
 
+/// One template file before parsing.
+struct Source {
+    /// Relative to the templates folder, `/`-separated: `email/base.html`.
+    name: String,
+    /// What errors call it: the override's path or the built-in's name.
+    origin: String,
+    text: String,
+}
+
 /// The entry templates of one kind of e-mail.
 struct EmailParts<'a> {
     subject: &'a str,
@@ -348,11 +368,7 @@ fn datetime(value: String, format: Option<String>) -> Result<String, minijinja::
 
 /// Adds every template file under `dir` (`.html`, `.txt`, `.json`) named by its path relative
 /// to `root` with `/` separators, as the built-ins are.
-fn read_overrides(
-    root: &Path,
-    dir: &Path,
-    out: &mut Vec<(String, String, String)>,
-) -> Result<(), TemplateError> {
+fn read_overrides(root: &Path, dir: &Path, out: &mut Vec<Source>) -> Result<(), TemplateError> {
     let read_error = |path: &Path| {
         let path = path.to_path_buf();
         move |source| TemplateError::Read { path, source }
@@ -373,7 +389,7 @@ fn read_overrides(
         if !is_template {
             continue;
         }
-        let source = std::fs::read_to_string(&path).map_err(read_error(&path))?;
+        let text = std::fs::read_to_string(&path).map_err(read_error(&path))?;
         let name = path
             .strip_prefix(root)
             .unwrap_or(&path)
@@ -381,7 +397,44 @@ fn read_overrides(
             .map(|c| c.as_os_str().to_string_lossy())
             .collect::<Vec<_>>()
             .join("/");
-        out.push((name, path.display().to_string(), source));
+        out.push(Source {
+            name,
+            origin: path.display().to_string(),
+            text,
+        });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_can_be_shared_across_tasks() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<Templates>();
+        assert_send_sync::<EventContext>();
+    }
+
+    #[test]
+    fn none_prints_as_nothing_in_every_kind_of_template() {
+        let env = environment();
+        for name in ["a.txt", "a.html", "slack/a.json"] {
+            let out = env
+                .render_named_str(name, "[{{ x }}]", Value::from(Serde(json!({"x": null}))))
+                .unwrap();
+            assert_eq!(out, "[]", "{name}");
+        }
+    }
+
+    #[test]
+    fn slack_json_values_are_written_as_string_content() {
+        let ctx = Value::from(Serde(json!({"x": "a \"b\" \\ c\n", "n": 3})));
+        let out = environment()
+            .render_named_str("slack/a.json", r#"["{{ x }}", "{{ n }}"]"#, ctx)
+            .unwrap();
+        let parsed: Vec<String> = serde_json::from_str(&out).unwrap();
+        assert_eq!(parsed, ["a \"b\" \\ c\n", "3"]);
+    }
 }
