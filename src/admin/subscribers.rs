@@ -10,7 +10,6 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
-use std::time::Duration;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -379,14 +378,6 @@ fn check_status(status: &str) -> Result<SubscriberStatus, ValidationError> {
     }
 }
 
-/// `now + grace`, saturating instead of overflowing on an absurd configured grace.
-fn after(now: DateTime<Utc>, grace: Duration) -> DateTime<Utc> {
-    chrono::TimeDelta::from_std(grace)
-        .ok()
-        .and_then(|grace| now.checked_add_signed(grace))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
 /// Creates a subscriber and its first signing secret.
 #[utoipa::path(
     post,
@@ -601,7 +592,8 @@ async fn rotate_secret(
     let id = path_id("subscriber", &raw_id, SubscriberId::parse)?;
     let secret = SigningSecret::generate();
     let now = Utc::now();
-    let old_expires_at = after(now, state.settings.delivery.secret_rotation_grace);
+    // Saturates on an absurd configured grace.
+    let old_expires_at = crate::time::after(now, state.settings.delivery.secret_rotation_grace);
     let subscriber = state
         .store
         .rotate_secret(&id, secret.clone(), now, old_expires_at)
@@ -633,15 +625,5 @@ mod tests {
             panic!("expected a validation error");
         };
         assert_eq!(found[0].field, "event_types[1]");
-    }
-
-    #[test]
-    fn rotation_grace_saturates_instead_of_overflowing() {
-        let now = Utc::now();
-        assert_eq!(
-            after(now, Duration::from_secs(60)),
-            now + chrono::TimeDelta::seconds(60)
-        );
-        assert_eq!(after(now, Duration::MAX), DateTime::<Utc>::MAX_UTC);
     }
 }

@@ -5,7 +5,7 @@
 mod rate;
 mod retry;
 
-pub use retry::{retry_delay, MAX_RETRY_AFTER};
+pub use retry::retry_delay;
 
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::channels::{ChannelSender, Channels, SendOutcome};
 use crate::config::DeliverySettings;
 use crate::store::{AttemptRecord, AttemptResolution, ClaimedDelivery, Store, StoreError};
+use crate::time;
 
 /// How long past the send timeout a claim holds: room to record the batch's attempts.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
@@ -90,7 +91,7 @@ impl Dispatcher {
     pub async fn deliver_next(&self) -> Result<usize, StoreError> {
         let now = Utc::now();
         let lease = self.settings.timeout + LEASE_MARGIN;
-        let lease_until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        let lease_until = time::after(now, lease);
         let limit = u32::try_from(self.settings.concurrency).unwrap_or(u32::MAX);
         let batch = self
             .store
@@ -158,10 +159,7 @@ impl Dispatcher {
                     after,
                     spread,
                 ) {
-                    Some(wait) => AttemptResolution::RetryAt(
-                        finished
-                            + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX),
-                    ),
+                    Some(wait) => AttemptResolution::RetryAt(time::after(finished, wait)),
                     None => AttemptResolution::Failed,
                 };
                 (resolution, status, excerpt, error, None)

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::domain::{DeliveryId, SubscriberId};
 use crate::store::{ClaimedDelivery, Store};
+use crate::time::after;
 
 /// What a claimed batch turns into once paced.
 #[derive(Debug, Default)]
@@ -46,18 +47,18 @@ impl SendPace {
         // Slots handed out in this call, per subscriber: the next one is one interval later.
         let mut taken: HashMap<SubscriberId, DateTime<Utc>> = HashMap::new();
         for delivery in batch {
-            let Some(step) = interval(&delivery).map(delta) else {
+            let Some(step) = interval(&delivery) else {
                 paced.send.push(delivery);
                 continue;
             };
             let subscriber = &delivery.subscriber.id;
             let slot = match taken.get(subscriber) {
-                Some(previous) => later(*previous, step),
+                Some(previous) => after(*previous, step),
                 None => next_send.get(subscriber).copied().unwrap_or(now),
             };
             taken.insert(subscriber.clone(), slot);
             if slot <= now {
-                next_send.insert(subscriber.clone(), whole_ms(later(now, step)));
+                next_send.insert(subscriber.clone(), whole_ms(after(now, step)));
                 paced.send.push(delivery);
             } else {
                 slots.entry(whole_ms(slot)).or_default().push(delivery.id);
@@ -90,16 +91,6 @@ impl SendPace {
         }
         send
     }
-}
-
-fn delta(interval: Duration) -> TimeDelta {
-    TimeDelta::from_std(interval).unwrap_or(TimeDelta::MAX)
-}
-
-/// `at + step`, saturating: an absurdly slow pace must not overflow.
-fn later(at: DateTime<Utc>, step: TimeDelta) -> DateTime<Utc> {
-    at.checked_add_signed(step)
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// Rounded up to the millisecond the store keeps, so a delivery put back until a slot is never

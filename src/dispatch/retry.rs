@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-/// The longest wait a receiver's `Retry-After` is honoured up to.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+use crate::time::{scaled, MAX_RETRY_AFTER};
 
 /// The wait before the next attempt, once `attempts_made` attempts (this one included) have
 /// failed with a retryable outcome; `None` when `schedule` is exhausted and the delivery is to be
@@ -21,7 +20,7 @@ pub fn retry_delay(
     let scheduled = *schedule.get(index)?;
     Some(match retry_after {
         Some(asked) => asked.min(MAX_RETRY_AFTER),
-        None => scheduled.mul_f64(1.0 + jitter * spread.clamp(-1.0, 1.0)),
+        None => scaled(scheduled, 1.0 + jitter * spread.clamp(-1.0, 1.0)),
     })
 }
 

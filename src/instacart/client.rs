@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::auth::{Authenticator, Identity};
-use super::error::{parse_retry_after, Endpoint, InstacartError};
+use super::error::{Endpoint, InstacartError};
 use super::models::{
     ChatMessagesResponse, MarkReadResponse, OrderMessagesResponse, SendMessageRequest,
     SendMessageResponse,
@@ -194,7 +194,7 @@ impl Answer {
     pub(crate) async fn read(request: RequestBuilder) -> Result<Self, InstacartError> {
         let response = request.send().await.map_err(InstacartError::from_reqwest)?;
         let status = response.status();
-        let retry_after = parse_retry_after(response.headers());
+        let retry_after = crate::time::retry_after(response.headers(), chrono::Utc::now());
         // `Bytes` into `Vec` reuses the buffer: no copy.
         let body = response
             .bytes()

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
@@ -197,12 +196,6 @@ fn effective_error(mut error: ErrorBody) -> ErrorBody {
     error
 }
 
-/// `Retry-After` in seconds (the form Connect's rate limiter uses).
-pub(crate) fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,14 +287,5 @@ mod tests {
         assert!(throttled.is_retryable());
         assert_eq!(throttled.retry_after(), Some(Duration::from_secs(3)));
         assert!(!InstacartError::Auth(Box::new(InstacartError::Unauthorized)).is_retryable());
-    }
-
-    #[test]
-    fn retry_after_accepts_seconds_only() {
-        let mut headers = HeaderMap::new();
-        headers.insert(RETRY_AFTER, " 12 ".parse().unwrap());
-        assert_eq!(parse_retry_after(&headers), Some(Duration::from_secs(12)));
-        headers.insert(RETRY_AFTER, "soon".parse().unwrap());
-        assert_eq!(parse_retry_after(&headers), None);
     }
 }

@@ -1,12 +1,13 @@
 //! When an order is polled next, and in what state, after each poll. Pure, so the policy
 //! (jitter, exponential back-off, 404 confirmations, expiry) is tested without a clock.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 use crate::config::PollerSettings;
 use crate::instacart::InstacartError;
 use crate::store::{FallbackReason, Order, OrderState, PollProgress};
+use crate::time::{after, scaled};
 
 /// `spread` is a random number in [-1, 1]; the caller draws it so this stays deterministic.
 pub fn after_success(
@@ -25,7 +26,7 @@ pub fn after_success(
         },
         fallback,
         next_poll_at: (!expired)
-            .then(|| now + jittered(settings.interval, settings.jitter, spread)),
+            .then(|| after(now, jittered(settings.interval, settings.jitter, spread))),
         last_error: None,
         consecutive_failures: 0,
         not_found_count: 0,
@@ -52,7 +53,7 @@ pub fn after_failure(
             },
             fallback,
             next_poll_at: (!given_up)
-                .then(|| now + jittered(settings.interval, settings.jitter, spread)),
+                .then(|| after(now, jittered(settings.interval, settings.jitter, spread))),
             last_error: Some(format!(
                 "{error} (confirmation {confirmations} of {})",
                 settings.not_found_confirmations
@@ -66,31 +67,28 @@ pub fn after_failure(
         .interval
         .saturating_mul(1u32 << failures.min(16))
         .min(settings.max_backoff);
-    let wait = jittered(backoff, settings.jitter, spread)
-        .max(to_delta(error.retry_after().unwrap_or_default()));
+    let wait =
+        jittered(backoff, settings.jitter, spread).max(error.retry_after().unwrap_or_default());
     PollProgress {
         polled_at: now,
         state: OrderState::Watching,
         fallback,
-        next_poll_at: Some(now + wait),
+        next_poll_at: Some(after(now, wait)),
         last_error: Some(error.to_string()),
         consecutive_failures: failures,
         not_found_count: 0,
     }
 }
 
-fn jittered(base: Duration, jitter: f64, spread: f64) -> TimeDelta {
-    to_delta(base.mul_f64(1.0 + jitter * spread.clamp(-1.0, 1.0)))
-}
-
-fn to_delta(d: Duration) -> TimeDelta {
-    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+fn jittered(base: Duration, jitter: f64, spread: f64) -> Duration {
+    scaled(base, 1.0 + jitter * spread.clamp(-1.0, 1.0))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::OrderId;
+    use chrono::TimeDelta;
 
     fn settings() -> PollerSettings {
         PollerSettings {
@@ -163,6 +161,25 @@ mod tests {
         };
         let p = after_failure(&settings(), &order(0, 0), None, &err, now(), 0.0);
         assert_eq!(wait(&p).num_seconds(), 120);
+    }
+
+    #[test]
+    fn absurd_waits_saturate_instead_of_overflowing_the_clock() {
+        let huge = InstacartError::RateLimited {
+            retry_after: Some(Duration::MAX),
+        };
+        let p = after_failure(&settings(), &order(0, 0), None, &huge, now(), 1.0);
+        assert_eq!(p.next_poll_at, Some(DateTime::<Utc>::MAX_UTC));
+        let s = PollerSettings {
+            interval: Duration::MAX,
+            max_backoff: Duration::MAX,
+            ..settings()
+        };
+        let err = InstacartError::Server { status: 503 };
+        let p = after_failure(&s, &order(3, 0), None, &err, now(), 1.0);
+        assert_eq!(p.next_poll_at, Some(DateTime::<Utc>::MAX_UTC));
+        let p = after_success(&s, None, false, now(), 1.0);
+        assert_eq!(p.next_poll_at, Some(DateTime::<Utc>::MAX_UTC));
     }
 
     #[test]

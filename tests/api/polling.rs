@@ -218,6 +218,16 @@ async fn a_429_waits_for_its_retry_after() {
 }
 
 #[tokio::test]
+async fn a_huge_retry_after_backs_the_order_off_a_day_instead_of_panicking() {
+    let answer = connect_error(429, "Too many requests", None)
+        .insert_header("Retry-After", "99999999999999");
+    let (order, wait) = poll_failing_with(answer).await;
+    let error = order["last_error"].as_str().unwrap();
+    assert!(error.contains("429"), "{error}");
+    assert_eq!(wait, TimeDelta::hours(24));
+}
+
+#[tokio::test]
 async fn a_503_backs_off_beyond_the_interval() {
     let (order, wait) = poll_failing_with(ResponseTemplate::new(503)).await;
     let error = order["last_error"].as_str().unwrap();

@@ -16,7 +16,7 @@ pub use target::TargetFields;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::CONTENT_TYPE;
 use reqwest::{Response, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
@@ -25,13 +25,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
-use super::http::{parse_retry_after, read_excerpt, transport_error_text, EXCERPT_BYTES};
+use super::http::{read_excerpt, transport_error_text, EXCERPT_BYTES};
 use super::webhook::WebhookSender;
 use super::{ChannelSender, SendOutcome};
 use crate::config::SlackSettings;
 use crate::store::{Channel, ClaimedDelivery, SlackTarget, Store};
 use crate::telemetry::error_chain;
 use crate::templates::{EventContext, SlackMessage, Templates};
+use crate::time::retry_after;
 
 /// The most of a Web API answer read to find `ok` and `ts` (they echo the message posted).
 const MAX_REPLY_BYTES: usize = 1024 * 1024;
@@ -216,7 +217,7 @@ impl SlackSender {
             Err(outcome) => return outcome,
         };
         let status = Some(response.status().as_u16());
-        let retry_after = retry_after(&response, now);
+        let retry_after = retry_after(response.headers(), now);
         let body = read_reply(response).await;
         let excerpt = excerpt(&body);
         let reply: api::ApiReply = match serde_json::from_slice(&body) {
@@ -273,14 +274,6 @@ impl ChannelSender for SlackSender {
     }
 }
 
-fn retry_after(response: &Response, now: DateTime<Utc>) -> Option<Duration> {
-    response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, now))
-}
-
 /// What the HTTP exchange alone decides: transport errors, 429 and 5xx are worth a retry (429
 /// after its `Retry-After`); other non-2xx answers are permanent, with Slack's error word. A 2xx
 /// response comes back for the caller to read.
@@ -293,7 +286,7 @@ async fn by_status(
     if status.is_success() {
         return Ok(response);
     }
-    let after = retry_after(&response, now);
+    let after = retry_after(response.headers(), now);
     let code = Some(status.as_u16());
     let excerpt = read_excerpt(response).await;
     Err(

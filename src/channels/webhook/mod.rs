@@ -10,18 +10,19 @@ pub use signing::{
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::CONTENT_TYPE;
 use reqwest::redirect::Policy;
 use reqwest::StatusCode;
 use std::net::IpAddr;
 use std::sync::Arc;
 use url::{Host, Url};
 
-use super::http::{find_cause, parse_retry_after, read_excerpt, transport_error_text};
+use super::http::{find_cause, read_excerpt, transport_error_text};
 use super::{ChannelSender, SendOutcome};
 use crate::config::DeliverySettings;
 use crate::domain::is_public_ip;
 use crate::store::{Channel, ClaimedDelivery};
+use crate::time::retry_after;
 use resolver::{BlockedTarget, PublicOnlyResolver};
 
 pub const USER_AGENT: &str = concat!("shopper-bridge/", env!("CARGO_PKG_VERSION"));
@@ -141,11 +142,7 @@ impl WebhookSender {
         };
 
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, now));
+        let retry_after = retry_after(response.headers(), now);
         let excerpt = read_excerpt(response).await;
         let code = Some(status.as_u16());
         if status.is_success() {
