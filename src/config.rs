@@ -2,16 +2,27 @@
 //! variables (`__` separates sections: `SHOPPER_BRIDGE_SERVER__ADMIN_TOKEN`). Validated once at
 //! start-up; errors name the key and the rule.
 
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
+use serde::de::Visitor;
 use serde::Deserialize;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use url::Url;
 
 pub const ENV_PREFIX: &str = "SHOPPER_BRIDGE_";
+
+/// The keys holding secrets. Their environment values are taken exactly as written: figment would
+/// otherwise read `0012` as the number 12 (or `[x]` as an array) before the secret sees it.
+const SECRET_KEYS: [&str; 4] = [
+    "server.admin_token",
+    "instacart.token",
+    "instacart.client_secret",
+    "email.password",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -86,7 +97,7 @@ pub struct ServerSettings {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// Bearer token for every `/v1` route. Required.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "secret")]
     pub admin_token: Option<SecretString>,
 }
 
@@ -104,11 +115,11 @@ pub struct InstacartSettings {
     #[serde(default = "default_instacart_url")]
     pub base_url: Url,
     /// A static bearer token; or leave it out and give `client_id` + `client_secret` for OAuth.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "secret")]
     pub token: Option<SecretString>,
     #[serde(default)]
     pub client_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "secret")]
     pub client_secret: Option<SecretString>,
     /// Sends `X-Treat-Ids-As-Internal: true`.
     #[serde(default)]
@@ -193,7 +204,7 @@ pub struct EmailSettings {
     pub tls: Option<SmtpTls>,
     #[serde(default)]
     pub username: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "secret")]
     pub password: Option<SecretString>,
     /// The `From` address, e.g. `Store 42 <shopper-chat@store.example>`.
     #[serde(default)]
@@ -334,9 +345,13 @@ impl Settings {
                 path: path.display().to_string(),
             });
         }
-        let figment = Figment::new()
+        let env = Env::prefixed(ENV_PREFIX).split("__");
+        let mut figment = Figment::new()
             .merge(Toml::file(path))
-            .merge(Env::prefixed(ENV_PREFIX).split("__"));
+            .merge(env.clone().ignore(&SECRET_KEYS));
+        for (key, value) in env.only(&SECRET_KEYS).iter() {
+            figment = figment.merge(Serialized::default(key.as_str(), value));
+        }
         Self::from_figment(figment)
     }
 
@@ -435,6 +450,67 @@ impl Settings {
     }
 }
 
+/// A secret from a string or an integer (TOML reads a digits-only token unquoted as one). Other
+/// values are refused without being quoted: serde's own "invalid type" errors would show them.
+fn secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
+    struct SecretVisitor;
+
+    impl SecretVisitor {
+        fn refuse<E: serde::de::Error>(what: &str) -> Result<Option<SecretString>, E> {
+            Err(E::custom(format!(
+                "must be a string, not {what} (quote the value)"
+            )))
+        }
+    }
+
+    impl<'de> Visitor<'de> for SecretVisitor {
+        type Value = Option<SecretString>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(SecretString::from(v)))
+        }
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(SecretString::from(v)))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(SecretString::from(v.to_string())))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(SecretString::from(v.to_string())))
+        }
+        fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Self::Value, E> {
+            Ok(Some(SecretString::from(v.to_string())))
+        }
+        fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<Self::Value, E> {
+            Ok(Some(SecretString::from(v.to_string())))
+        }
+        // A float's text cannot be recovered exactly (`1.50` reads as 1.5).
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Self::refuse("a number with a fraction")
+        }
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Self::refuse("a boolean")
+        }
+        fn visit_bytes<E: serde::de::Error>(self, _: &[u8]) -> Result<Self::Value, E> {
+            Self::refuse("bytes")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    d.deserialize_option(SecretVisitor)
+}
+
 /// `["5s", "5m", "2h"]`: humantime strings, like every other duration here.
 fn duration_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
     Vec::<String>::deserialize(d)?
@@ -448,5 +524,30 @@ fn positive(key: &'static str, d: Duration) -> Result<(), ConfigError> {
         Err(ConfigError::invalid(key, "must be greater than zero"))
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The only test of this crate that touches the environment, and only its secret keys.
+    #[test]
+    fn secrets_from_the_environment_are_kept_exactly_as_written() {
+        let vars = [
+            ("SHOPPER_BRIDGE_SERVER__ADMIN_TOKEN", "0001234567890123456"),
+            ("SHOPPER_BRIDGE_INSTACART__TOKEN", "[1.50]"),
+        ];
+        for (name, value) in vars {
+            std::env::set_var(name, value);
+        }
+        let loaded = Settings::load(Path::new("no-such-config.toml"), false);
+        for (name, _) in vars {
+            std::env::remove_var(name);
+        }
+        let settings = loaded.unwrap();
+        let exposed = |s: &Option<SecretString>| s.as_ref().unwrap().expose_secret().to_owned();
+        assert_eq!(exposed(&settings.server.admin_token), "0001234567890123456");
+        assert_eq!(exposed(&settings.instacart.token), "[1.50]");
     }
 }

@@ -107,6 +107,67 @@ fn secrets_given_in_config_never_reach_the_error_output() {
 }
 
 #[test]
+fn a_digits_only_secret_from_the_environment_is_a_secret_not_a_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bridge(
+        &["migrate"],
+        &[
+            ("SHOPPER_BRIDGE_SERVER__ADMIN_TOKEN", "1234567890123456789"),
+            // Leading zeros and a dot survive: the value is taken as written.
+            ("SHOPPER_BRIDGE_INSTACART__TOKEN", "00123.50"),
+            ("SHOPPER_BRIDGE_STORE__URL", "sqlite://bridge.db"),
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_too_short_numeric_secret_is_refused_without_being_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bridge(
+        &["migrate"],
+        &[
+            ("SHOPPER_BRIDGE_SERVER__ADMIN_TOKEN", "98765432"),
+            ("SHOPPER_BRIDGE_INSTACART__TOKEN", "static-token"),
+        ],
+        dir.path(),
+    );
+    assert_fails_naming(&out, &["server.admin_token", "at least 16 characters"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("98765432"));
+}
+
+#[test]
+fn numeric_secrets_in_the_config_file_are_accepted_and_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(
+        dir.path(),
+        "[server]\nadmin_token = 1234567890123456789\n[instacart]\nclient_id = \"c\"\nclient_secret = 424242\n[store]\nurl = \"sqlite://bridge.db\"\n",
+    );
+    let out = bridge(&["migrate", "--config", &path], &[], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for (key, value) in [("admin_token", "3.14159265358979"), ("admin_token", "true")] {
+        let path = config_file(
+            dir.path(),
+            &format!("[server]\n{key} = {value}\n[instacart]\ntoken = \"t\"\n"),
+        );
+        let out = bridge(&["migrate", "--config", &path], &[], dir.path());
+        assert_fails_naming(&out, &["server.admin_token", "must be a string"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains(value), "{stderr}");
+    }
+}
+
+#[test]
 fn the_environment_alone_is_enough_to_migrate_a_new_store() {
     let dir = tempfile::tempdir().unwrap();
     let out = bridge(
