@@ -511,6 +511,11 @@ async fn ssrf_guard_refuses_a_host_name_resolving_to_loopback() {
     assert_eq!(bridge.dispatcher.deliver_next().await.unwrap(), 1);
 
     let delivery = bridge.delivery_of(&seeded.subscriber).await;
+    assert_eq!(
+        delivery.status,
+        DeliveryStatus::Failed,
+        "a refused target is parked like a refused literal, not retried for a day and a half"
+    );
     let attempt = &delivery.attempts[0];
     assert_eq!(attempt.status_code, None);
     let error = attempt.error.as_deref().unwrap();

@@ -127,16 +127,17 @@ impl WebhookSender {
 
         let response = match request.send().await {
             Ok(response) => response,
+            // A refused host name is parked like a refused literal: retrying would only ask the
+            // resolver the same question for the rest of the schedule.
             Err(err) => {
-                let error = match find_cause::<BlockedTarget>(&err) {
-                    Some(blocked) => blocked.to_string(),
-                    None => transport_error_text(err),
-                };
+                if let Some(blocked) = find_cause::<BlockedTarget>(&err) {
+                    return permanent(&blocked.to_string());
+                }
                 return SendOutcome::Retry {
                     after: None,
                     status: None,
                     excerpt: None,
-                    error: Some(error),
+                    error: Some(transport_error_text(err)),
                 };
             }
         };
