@@ -435,6 +435,13 @@ async fn a_gone_receiver_disables_its_subscriber_until_re_enabled() {
         .unwrap()
         .is_empty());
     assert_eq!(store.next_delivery_due().await.unwrap(), None);
+    let waiting: Vec<_> = deliveries_of(&*store, &gone)
+        .await
+        .into_iter()
+        .filter(|d| d.status == DeliveryStatus::Pending)
+        .collect();
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].next_attempt_at, None, "paused, not scanned");
 
     let enable = SubscriberPatch {
         status: Some(SubscriberStatus::Active),
@@ -446,6 +453,7 @@ async fn a_gone_receiver_disables_its_subscriber_until_re_enabled() {
         .unwrap()
         .unwrap();
     assert_eq!((enabled.disabled_reason, enabled.updated_at), (None, t(6)));
+    assert_eq!(store.next_delivery_due().await.unwrap(), Some(t(6)));
     assert_eq!(
         store
             .claim_due_deliveries(t(6), t(36), 10)
@@ -454,6 +462,95 @@ async fn a_gone_receiver_disables_its_subscriber_until_re_enabled() {
             .len(),
         1
     );
+}
+
+#[tokio::test]
+async fn disabling_a_subscriber_pauses_its_pending_deliveries_and_enabling_resumes_them() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    let order = watched(&*store, "122233").await;
+    let paused = subscriber(&*store, SubscriberFilter::default()).await;
+    let other = subscriber(&*store, SubscriberFilter::default()).await;
+    store
+        .commit_poll(&poll(&order, 11, 21, t(1)))
+        .await
+        .unwrap();
+    let status = |status| SubscriberPatch {
+        status: Some(status),
+        ..SubscriberPatch::default()
+    };
+
+    store
+        .update_subscriber(&paused.id, status(SubscriberStatus::Disabled), t(2))
+        .await
+        .unwrap();
+    let of_paused = deliveries_of(&*store, &paused).await;
+    assert_eq!(of_paused.len(), 2);
+    assert!(of_paused
+        .iter()
+        .all(|d| d.status == DeliveryStatus::Pending && d.next_attempt_at.is_none()));
+    assert!(deliveries_of(&*store, &other)
+        .await
+        .iter()
+        .all(|d| d.next_attempt_at == Some(t(1))));
+    let claimed = store.claim_due_deliveries(t(3), t(33), 10).await.unwrap();
+    assert!(claimed.iter().all(|d| d.subscriber.id == other.id));
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(store.next_delivery_due().await.unwrap(), Some(t(33)));
+
+    // Disabling again changes nothing; enabling makes them due at once.
+    store
+        .update_subscriber(&paused.id, status(SubscriberStatus::Disabled), t(4))
+        .await
+        .unwrap();
+    store
+        .update_subscriber(&paused.id, status(SubscriberStatus::Active), t(5))
+        .await
+        .unwrap();
+    assert!(deliveries_of(&*store, &paused)
+        .await
+        .iter()
+        .all(|d| d.next_attempt_at == Some(t(5))));
+    let resumed = store.claim_due_deliveries(t(5), t(35), 10).await.unwrap();
+    assert_eq!(resumed.len(), 2);
+    assert!(resumed.iter().all(|d| d.subscriber.id == paused.id));
+}
+
+#[tokio::test]
+async fn a_retry_recorded_after_its_subscriber_was_disabled_stays_paused() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    let order = watched(&*store, "122233").await;
+    let sub = subscriber(&*store, SubscriberFilter::default()).await;
+    store
+        .commit_poll(&poll(&order, 11, 21, t(1)))
+        .await
+        .unwrap();
+    let claimed = store.claim_due_deliveries(t(1), t(31), 1).await.unwrap();
+    let disable = SubscriberPatch {
+        status: Some(SubscriberStatus::Disabled),
+        ..SubscriberPatch::default()
+    };
+    store
+        .update_subscriber(&sub.id, disable, t(2))
+        .await
+        .unwrap();
+
+    store
+        .record_attempts(&[attempt(&claimed[0], AttemptResolution::RetryAt(t(60)), 503)])
+        .await
+        .unwrap();
+
+    let delivery = store.get_delivery(&claimed[0].id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            delivery.status,
+            delivery.attempt_count,
+            delivery.next_attempt_at
+        ),
+        (DeliveryStatus::Pending, 1, None)
+    );
+    assert_eq!(store.next_delivery_due().await.unwrap(), None);
 }
 
 #[tokio::test]

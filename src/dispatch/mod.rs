@@ -227,8 +227,8 @@ impl Dispatcher {
     /// Waits for a wake, the next due delivery, or cancellation; at most [`MAX_IDLE`].
     async fn idle(&self, claimed_from: DateTime<Utc>, cancel: &CancellationToken) {
         let wait = match self.store.next_delivery_due().await {
-            // Due before the claim that found nothing, so not claimable (say, its subscriber is
-            // disabled): waiting for it would spin.
+            // Due before the claim that found nothing, so not claimable (which the store should
+            // not allow): waiting for it would spin.
             Ok(Some(due)) if due > claimed_from => (due - Utc::now())
                 .to_std()
                 .unwrap_or(Duration::ZERO)

@@ -472,6 +472,21 @@ async fn load_delivery(
         .pop())
 }
 
+/// Pauses a disabled subscriber's pending deliveries: no due time, so no claim scans them.
+async fn pause_deliveries(
+    conn: &mut SqliteConnection,
+    subscriber: &SubscriberId,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE deliveries SET next_attempt_at = NULL \
+         WHERE subscriber_id = ?1 AND status = 'pending'",
+    )
+    .bind(subscriber.as_str())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     #[tracing::instrument(skip_all, fields(order_id = %order_id))]
@@ -794,6 +809,7 @@ impl Store for SqliteStore {
         if let Some(description) = patch.description {
             subscriber.description = description;
         }
+        let was = subscriber.status;
         if let Some(status) = patch.status {
             // Re-enabling clears why it was switched off; the reason of a disable stays.
             if status == SubscriberStatus::Active {
@@ -816,6 +832,23 @@ impl Store for SqliteStore {
         .bind(id.as_str())
         .execute(&mut *tx)
         .await?;
+        match (was, subscriber.status) {
+            (SubscriberStatus::Active, SubscriberStatus::Disabled) => {
+                pause_deliveries(&mut tx, id).await?;
+            }
+            (SubscriberStatus::Disabled, SubscriberStatus::Active) => {
+                sqlx::query(
+                    "UPDATE deliveries SET next_attempt_at = ?1 \
+                     WHERE subscriber_id = ?2 AND status = 'pending' \
+                         AND next_attempt_at IS NULL",
+                )
+                .bind(ms(now))
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            _ => {}
+        }
         tx.commit().await?;
         subscriber.updated_at = time(ms(now))?;
         Ok(Some(subscriber))
@@ -903,14 +936,14 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let mut tx = self.write_tx().await?;
-        // The (status, next_attempt_at) index yields rows in due order, seq included.
+        // The (status, next_attempt_at) index yields rows in due order, seq included. Only
+        // active subscribers' pending deliveries have a due time (a disable pauses them).
         let due = sqlx::query_as::<_, DueRow>(
             "SELECT d.id, d.event_id, d.subscriber_id, d.attempt_count, e.type AS event_type, \
                  e.order_id, e.created_at AS event_created_at \
              FROM deliveries d \
-             JOIN subscribers s ON s.id = d.subscriber_id \
              JOIN events e ON e.id = d.event_id \
-             WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 AND s.status = 'active' \
+             WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 \
              ORDER BY d.next_attempt_at, d.seq \
              LIMIT ?2",
         )
@@ -1021,14 +1054,18 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         // A retry never revives a delivery parked meanwhile (its subscriber was deleted while
-        // the attempt was in flight); a final outcome is always recorded.
+        // the attempt was in flight), nor un-pauses one whose subscriber was disabled meanwhile;
+        // a final outcome is always recorded.
         sqlx::query(
             "UPDATE deliveries SET attempt_count = attempt_count + 1, \
                  status = CASE WHEN r.new_status = 'pending' AND deliveries.status <> 'pending' \
                                THEN deliveries.status ELSE r.new_status END, \
-                 next_attempt_at = \
-                     CASE WHEN r.new_status = 'pending' AND deliveries.status <> 'pending' \
-                          THEN deliveries.next_attempt_at ELSE r.next_at END, \
+                 next_attempt_at = CASE \
+                     WHEN r.new_status <> 'pending' THEN r.next_at \
+                     WHEN deliveries.status <> 'pending' THEN deliveries.next_attempt_at \
+                     WHEN (SELECT status FROM subscribers WHERE id = deliveries.subscriber_id) \
+                          = 'active' THEN r.next_at \
+                     ELSE NULL END, \
                  updated_at = r.at \
              FROM (SELECT value ->> 0 AS id, value ->> 1 AS at, value ->> 6 AS new_status, \
                           value ->> 7 AS next_at \
@@ -1051,6 +1088,7 @@ impl Store for SqliteStore {
                 .bind(subscriber_id.as_str())
                 .execute(&mut *tx)
                 .await?;
+                pause_deliveries(&mut tx, subscriber_id).await?;
                 tracing::info!(subscriber_id = %subscriber_id, reason, "subscriber disabled");
             }
         }
@@ -1060,13 +1098,11 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(skip_all)]
     async fn next_delivery_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
-        // Deliveries of disabled subscribers are not claimable, so they must not wake anyone.
+        // Deliveries of disabled subscribers are paused (no due time): they wake no one.
         let next: Option<i64> = sqlx::query_scalar(
-            "SELECT d.next_attempt_at FROM deliveries d \
-             JOIN subscribers s ON s.id = d.subscriber_id \
-             WHERE d.status = 'pending' AND d.next_attempt_at IS NOT NULL \
-                 AND s.status = 'active' \
-             ORDER BY d.next_attempt_at LIMIT 1",
+            "SELECT next_attempt_at FROM deliveries \
+             WHERE status = 'pending' AND next_attempt_at IS NOT NULL \
+             ORDER BY next_attempt_at LIMIT 1",
         )
         .fetch_optional(&self.reader)
         .await?;
@@ -1115,9 +1151,11 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let mut tx = self.write_tx().await?;
+        // A delivery paused meanwhile (its subscriber was disabled) stays paused.
         sqlx::query(
             "UPDATE deliveries SET next_attempt_at = ?1 \
-             WHERE status = 'pending' AND id IN (SELECT value FROM json_each(?2))",
+             WHERE status = 'pending' AND next_attempt_at IS NOT NULL \
+                 AND id IN (SELECT value FROM json_each(?2))",
         )
         .bind(ms(until))
         .bind(id_list(ids.iter().map(DeliveryId::as_str)))
