@@ -4,11 +4,13 @@ use chrono::{DateTime, Duration, Utc};
 use std::sync::Arc;
 use tempfile::TempDir;
 
-use shopper_bridge::domain::{EventId, EventType, OrderId, SigningSecret, SubscriberId, UserId};
+use shopper_bridge::domain::{
+    DeliveryId, EventId, EventType, OrderId, SigningSecret, SubscriberId, UserId,
+};
 use shopper_bridge::store::{
     self, AttemptRecord, AttemptResolution, Channel, ClaimedDelivery, DeliveryFilter,
-    DeliveryStatus, NewEvent, NewSubscriber, OrderState, PollCommit, PollProgress, Store,
-    Subscriber, SubscriberFilter, SubscriberPatch, SubscriberStatus,
+    DeliveryStatus, NewEvent, NewSubscriber, OrderState, PollCommit, PollProgress, RetryOutcome,
+    Store, Subscriber, SubscriberFilter, SubscriberPatch, SubscriberStatus,
 };
 
 const LEASE: Duration = Duration::seconds(30);
@@ -105,6 +107,7 @@ async fn deliveries_of(store: &dyn Store, subscriber: &Subscriber) -> Vec<store:
 fn attempt(delivery: &ClaimedDelivery, resolution: AttemptResolution, code: u16) -> AttemptRecord {
     AttemptRecord {
         delivery_id: delivery.id.clone(),
+        claim: delivery.claim.clone(),
         at: t(10),
         resolution,
         status_code: Some(code),
@@ -386,11 +389,10 @@ async fn recorded_attempts_deliver_retry_or_park_deliveries() {
         (again.id.clone(), 1)
     );
 
-    let revived = store
-        .retry_delivery(&broken.id, t(70))
-        .await
-        .unwrap()
-        .unwrap();
+    let RetryOutcome::Queued(revived) = store.retry_delivery(&broken.id, t(70)).await.unwrap()
+    else {
+        panic!("a parked delivery of an active subscriber is queued again")
+    };
     assert_eq!(revived.status, DeliveryStatus::Pending);
     assert_eq!(revived.next_attempt_at, Some(t(70)));
     let pending = store
@@ -551,6 +553,115 @@ async fn a_retry_recorded_after_its_subscriber_was_disabled_stays_paused() {
         (DeliveryStatus::Pending, 1, None)
     );
     assert_eq!(store.next_delivery_due().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_late_record_of_an_expired_claim_does_not_overwrite_the_newer_claim() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    let order = watched(&*store, "122233").await;
+    subscriber(&*store, SubscriberFilter::default()).await;
+    store
+        .commit_poll(&poll(&order, 11, 21, t(1)))
+        .await
+        .unwrap();
+    let first = store.claim_due_deliveries(t(1), t(31), 10).await.unwrap();
+    // The lease ran out before the first attempts were recorded: claimed again.
+    let second = store.claim_due_deliveries(t(31), t(61), 10).await.unwrap();
+    assert_eq!(first[0].id, second[0].id);
+    assert_ne!(first[0].claim, second[0].claim);
+
+    store
+        .record_attempts(&[attempt(&second[0], AttemptResolution::Delivered, 204)])
+        .await
+        .unwrap();
+    store
+        .record_attempts(&[attempt(&first[0], AttemptResolution::RetryAt(t(90)), 503)])
+        .await
+        .unwrap();
+
+    let delivery = store.get_delivery(&first[0].id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            delivery.status,
+            delivery.attempt_count,
+            delivery.next_attempt_at
+        ),
+        (DeliveryStatus::Delivered, 1, None)
+    );
+    assert_eq!(delivery.attempts.len(), 1);
+    assert_eq!(delivery.attempts[0].status_code, Some(204));
+}
+
+#[tokio::test]
+async fn a_manual_retry_is_refused_while_the_delivery_is_claimed() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    let order = watched(&*store, "122233").await;
+    let sub = subscriber(&*store, SubscriberFilter::default()).await;
+    store
+        .commit_poll(&poll(&order, 11, 21, t(1)))
+        .await
+        .unwrap();
+    let claimed = store.claim_due_deliveries(t(1), t(31), 1).await.unwrap();
+    let id = &claimed[0].id;
+
+    assert_eq!(
+        store.retry_delivery(id, t(2)).await.unwrap(),
+        RetryOutcome::BeingAttempted
+    );
+    // Disabling and re-enabling the subscriber meanwhile does not cut the lease short.
+    for status in [SubscriberStatus::Disabled, SubscriberStatus::Active] {
+        let patch = SubscriberPatch {
+            status: Some(status),
+            ..SubscriberPatch::default()
+        };
+        store.update_subscriber(&sub.id, patch, t(3)).await.unwrap();
+    }
+    let reclaimed = store.claim_due_deliveries(t(4), t(34), 10).await.unwrap();
+    assert!(reclaimed.iter().all(|d| &d.id != id), "still in flight");
+
+    // A crashed dispatcher's claim ends with its lease; the retry then releases it, so a late
+    // record of that claim no longer applies.
+    let RetryOutcome::Queued(queued) = store.retry_delivery(id, t(31)).await.unwrap() else {
+        panic!("an expired claim does not block a retry")
+    };
+    assert_eq!(queued.next_attempt_at, Some(t(31)));
+    store
+        .record_attempts(&[attempt(&claimed[0], AttemptResolution::Failed, 400)])
+        .await
+        .unwrap();
+    let delivery = store.get_delivery(id).await.unwrap().unwrap();
+    assert_eq!(
+        (delivery.status, delivery.attempt_count),
+        (DeliveryStatus::Pending, 0)
+    );
+
+    let id = delivery.id;
+    let disable = SubscriberPatch {
+        status: Some(SubscriberStatus::Disabled),
+        ..SubscriberPatch::default()
+    };
+    store
+        .update_subscriber(&sub.id, disable, t(40))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.retry_delivery(&id, t(41)).await.unwrap(),
+        RetryOutcome::SubscriberDisabled(sub.id.clone())
+    );
+    store.delete_subscriber(&sub.id).await.unwrap();
+    assert_eq!(
+        store.retry_delivery(&id, t(42)).await.unwrap(),
+        RetryOutcome::SubscriberDeleted(sub.id.clone())
+    );
+    assert_eq!(
+        store
+            .retry_delivery(&DeliveryId::generate(), t(43))
+            .await
+            .unwrap(),
+        RetryOutcome::NotFound
+    );
 }
 
 #[tokio::test]

@@ -11,7 +11,8 @@ use shopper_bridge::instacart::models::{OrderMessagesResponse, PollSnapshot};
 use shopper_bridge::poller::differ::diff;
 use shopper_bridge::startup::{Application, StartupError};
 use shopper_bridge::store::{
-    Channel, ClaimedDelivery, NewEvent, SeenState, Subscriber, SubscriberFilter, SubscriberStatus,
+    Channel, ClaimToken, ClaimedDelivery, NewEvent, SeenState, Subscriber, SubscriberFilter,
+    SubscriberStatus,
 };
 use shopper_bridge::templates::{EventContext, SlackMessage, TemplateError, Templates};
 
@@ -73,6 +74,7 @@ fn claimed(event: &NewEvent) -> ClaimedDelivery {
     let now = event.created_at;
     ClaimedDelivery {
         id: DeliveryId::generate(),
+        claim: ClaimToken::generate(),
         event_id: event.id.clone(),
         event_type: event.event_type,
         order_id: event.order_id.clone(),

@@ -4,3 +4,9 @@
 UPDATE deliveries SET next_attempt_at = NULL
 WHERE status = 'pending'
   AND subscriber_id IN (SELECT id FROM subscribers WHERE status = 'disabled');
+
+-- Each claim of a batch carries a token; an attempt is recorded only under the claim it was made
+-- under, so the late answer of an expired claim cannot overwrite a newer result. While
+-- `claimed_until` lies ahead the attempt is in flight, and a manual retry is refused.
+ALTER TABLE deliveries ADD COLUMN claim TEXT;
+ALTER TABLE deliveries ADD COLUMN claimed_until INTEGER;

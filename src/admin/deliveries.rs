@@ -13,7 +13,7 @@ use super::error::{when_present, ApiError, ErrorBody, Problems};
 use super::extract::{path_id, ApiPath, ApiQuery};
 use super::AppState;
 use crate::domain::{DeliveryId, EventId, EventType, OrderId, SubscriberId, ValidationError};
-use crate::store::{Attempt, Delivery, DeliveryFilter, DeliveryStatus, SubscriberStatus};
+use crate::store::{Attempt, Delivery, DeliveryFilter, DeliveryStatus, RetryOutcome};
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
@@ -188,7 +188,7 @@ async fn get_delivery(
     responses(
         (status = 202, description = "Queued; the dispatcher sends it shortly", body = DeliveryView),
         (status = 404, description = "Unknown delivery", body = ErrorBody),
-        (status = 409, description = "Its subscriber is disabled or deleted", body = ErrorBody),
+        (status = 409, description = "Its subscriber is disabled or deleted, or it is being attempted right now", body = ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all, fields(delivery_id = %raw_id))]
@@ -197,30 +197,28 @@ async fn retry_delivery(
     ApiPath(raw_id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<DeliveryView>), ApiError> {
     let id = path_id("delivery", &raw_id, DeliveryId::parse)?;
-    let not_found = || ApiError::not_found("delivery", raw_id.as_str());
-    let delivery = state.store.get_delivery(&id).await?.ok_or_else(not_found)?;
-    // Only active subscribers' deliveries are ever claimed: queueing one for a disabled or
-    // deleted subscriber would leave it pending forever.
-    match state.store.get_subscriber(&delivery.subscriber_id).await? {
-        None => {
+    // The store checks the subscriber and the claim in the retry's own transaction, so neither
+    // can change between the check and the retry.
+    let delivery = match state.store.retry_delivery(&id, Utc::now()).await? {
+        RetryOutcome::Queued(delivery) => delivery,
+        RetryOutcome::NotFound => return Err(ApiError::not_found("delivery", raw_id)),
+        RetryOutcome::SubscriberDeleted(subscriber) => {
             return Err(ApiError::Conflict(format!(
-                "subscriber `{}` of this delivery was deleted",
-                delivery.subscriber_id
+                "subscriber `{subscriber}` of this delivery was deleted"
             )))
         }
-        Some(s) if s.status == SubscriberStatus::Disabled => {
+        RetryOutcome::SubscriberDisabled(subscriber) => {
             return Err(ApiError::Conflict(format!(
-                "subscriber `{}` is disabled; re-enable it (PATCH status \"active\") first",
-                s.id
-            )))
+            "subscriber `{subscriber}` is disabled; re-enable it (PATCH status \"active\") first"
+        )))
         }
-        Some(_) => {}
-    }
-    let delivery = state
-        .store
-        .retry_delivery(&id, Utc::now())
-        .await?
-        .ok_or_else(not_found)?;
+        RetryOutcome::BeingAttempted => {
+            return Err(ApiError::Conflict(
+                "delivery is being attempted right now; retry once its attempt is recorded"
+                    .to_owned(),
+            ))
+        }
+    };
     state.dispatcher_wake.notify_one();
     Ok((StatusCode::ACCEPTED, Json(delivery.into())))
 }

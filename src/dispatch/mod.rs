@@ -179,6 +179,7 @@ impl Dispatcher {
         };
         AttemptRecord {
             delivery_id: delivery.id.clone(),
+            claim: delivery.claim.clone(),
             at,
             resolution,
             status_code,

@@ -104,7 +104,7 @@ fn whole_ms(at: DateTime<Utc>) -> DateTime<Utc> {
 mod tests {
     use super::*;
     use crate::domain::{EventId, EventType, OrderId, SigningSecret};
-    use crate::store::{Channel, Subscriber, SubscriberFilter, SubscriberStatus};
+    use crate::store::{Channel, ClaimToken, Subscriber, SubscriberFilter, SubscriberStatus};
     use std::sync::Arc;
 
     fn subscriber(id: &SubscriberId) -> Subscriber {
@@ -131,6 +131,7 @@ mod tests {
         let order = OrderId::parse("order_id", "1").unwrap();
         ClaimedDelivery {
             id: DeliveryId::generate(),
+            claim: ClaimToken::generate(),
             event_id: EventId::derive(EventType::OrderChatExpired, &order, None),
             event_type: EventType::OrderChatExpired,
             order_id: order,

@@ -311,10 +311,28 @@ impl DeliveryStatus {
     }
 }
 
+/// One claim of a batch of deliveries. An attempt is recorded only under the claim it was made
+/// under, so the late record of a claim whose lease ran out (and whose delivery was claimed
+/// again, or retried by hand) cannot overwrite a newer result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimToken(String);
+
+impl ClaimToken {
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A delivery the dispatcher has claimed: everything needed to send it without another read.
 #[derive(Debug, Clone)]
 pub struct ClaimedDelivery {
     pub id: DeliveryId,
+    /// The claim its attempt is recorded under.
+    pub claim: ClaimToken,
     pub event_id: EventId,
     pub event_type: EventType,
     pub order_id: OrderId,
@@ -338,6 +356,8 @@ pub enum AttemptResolution {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptRecord {
     pub delivery_id: DeliveryId,
+    /// The claim the attempt was made under ([`ClaimedDelivery::claim`]).
+    pub claim: ClaimToken,
     pub at: DateTime<Utc>,
     pub resolution: AttemptResolution,
     pub status_code: Option<u16>,
@@ -368,6 +388,19 @@ pub struct Delivery {
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub attempts: Vec<Attempt>,
+}
+
+/// What a manual retry of a delivery came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RetryOutcome {
+    /// Pending and due now.
+    Queued(Delivery),
+    NotFound,
+    /// Only active subscribers' deliveries are sent; queueing it would leave it pending forever.
+    SubscriberDisabled(SubscriberId),
+    SubscriberDeleted(SubscriberId),
+    /// Claimed by the dispatcher and not yet recorded: queueing it again would send it twice.
+    BeingAttempted,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -428,33 +461,38 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<Subscriber>>;
 
     // --- deliveries
-    /// Claims up to `limit` pending deliveries due at `now` of active subscribers, pushing their
-    /// `next_attempt_at` to `lease_until` so no one else claims them meanwhile; a crash leaves
-    /// them to be claimed again when the lease ends (at-least-once).
+    /// Claims up to `limit` pending deliveries due at `now` of active subscribers, under one new
+    /// [`ClaimToken`], pushing their `next_attempt_at` to `lease_until` so no one else claims
+    /// them meanwhile; a crash leaves them to be claimed again when the lease ends
+    /// (at-least-once).
     async fn claim_due_deliveries(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<ClaimedDelivery>>;
-    /// Records attempts and their resolutions in one transaction.
+    /// Records attempts and their resolutions in one transaction, each only if its delivery is
+    /// still held by the record's claim (others are stale and dropped); releases the claims.
     async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<()>;
     /// When the next pending delivery falls due, if any.
     async fn next_delivery_due(&self) -> StoreResult<Option<DateTime<Utc>>>;
     async fn list_deliveries(&self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>>;
     async fn get_delivery(&self, id: &DeliveryId) -> StoreResult<Option<Delivery>>;
-    /// Puts claimed deliveries back, unattempted, due at `until` (per-subscriber rate limits).
+    /// Puts claimed deliveries back, unattempted and unclaimed, due at `until` (per-subscriber
+    /// rate limits).
     async fn postpone_deliveries(
         &self,
         ids: &[DeliveryId],
         until: DateTime<Utc>,
     ) -> StoreResult<()>;
-    /// Makes a delivery pending and due at `now` again, whatever its status.
+    /// Makes a delivery pending and due at `now` again, whatever its status, unless its
+    /// subscriber is disabled or deleted or its attempt is in flight (checked in the same
+    /// transaction).
     async fn retry_delivery(
         &self,
         id: &DeliveryId,
         now: DateTime<Utc>,
-    ) -> StoreResult<Option<Delivery>>;
+    ) -> StoreResult<RetryOutcome>;
 
     // --- conversation threads (an e-mail Message-ID, a Slack message ts)
     /// The thread one subscriber's messages about one order go into, if one was started.

@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    Attempt, AttemptRecord, AttemptResolution, Channel, ClaimedDelivery, CommitSummary, Delivery,
-    DeliveryFilter, DeliveryStatus, FallbackReason, NewSubscriber, Order, OrderCounts, OrderState,
-    PollCommit, SeenState, Store, StoreError, StoreResult, StoredSecret, Subscriber,
-    SubscriberFilter, SubscriberPatch, SubscriberStatus,
+    Attempt, AttemptRecord, AttemptResolution, Channel, ClaimToken, ClaimedDelivery, CommitSummary,
+    Delivery, DeliveryFilter, DeliveryStatus, FallbackReason, NewSubscriber, Order, OrderCounts,
+    OrderState, PollCommit, RetryOutcome, SeenState, Store, StoreError, StoreResult, StoredSecret,
+    Subscriber, SubscriberFilter, SubscriberPatch, SubscriberStatus,
 };
 use crate::domain::{
     DeliveryId, EventId, EventType, OrderId, SigningSecret, SubscriberId, UserId, ValidationError,
@@ -837,8 +837,9 @@ impl Store for SqliteStore {
                 pause_deliveries(&mut tx, id).await?;
             }
             (SubscriberStatus::Disabled, SubscriberStatus::Active) => {
+                // One whose attempt is still in flight stays leased until its claim ends.
                 sqlx::query(
-                    "UPDATE deliveries SET next_attempt_at = ?1 \
+                    "UPDATE deliveries SET next_attempt_at = MAX(?1, COALESCE(claimed_until, ?1)) \
                      WHERE subscriber_id = ?2 AND status = 'pending' \
                          AND next_attempt_at IS NULL",
                 )
@@ -955,11 +956,13 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
 
+        let claim = ClaimToken::generate();
         sqlx::query(
-            "UPDATE deliveries SET next_attempt_at = ?1 \
-             WHERE id IN (SELECT value FROM json_each(?2))",
+            "UPDATE deliveries SET next_attempt_at = ?1, claimed_until = ?1, claim = ?2 \
+             WHERE id IN (SELECT value FROM json_each(?3))",
         )
         .bind(ms(lease_until))
+        .bind(claim.as_str())
         .bind(id_list(due.iter().map(|d| d.id.as_str())))
         .execute(&mut *tx)
         .await?;
@@ -1003,6 +1006,7 @@ impl Store for SqliteStore {
                     })?;
                 Ok(ClaimedDelivery {
                     id: DeliveryId::parse("id", &row.id).map_err(invalid)?,
+                    claim: claim.clone(),
                     event_id: EventId::from_stored(row.event_id),
                     event_type: EventType::parse("type", &row.event_type).map_err(invalid)?,
                     order_id: OrderId::parse("order_id", &row.order_id).map_err(invalid)?,
@@ -1038,17 +1042,20 @@ impl Store for SqliteStore {
                     record.error.as_deref(),
                     status.as_str(),
                     next_attempt_at,
+                    record.claim.as_str(),
                 )
             })
             .collect();
         let rows = to_json(&rows);
 
         let mut tx = self.write_tx().await?;
+        // Only records made under the claim that still holds their delivery count.
         sqlx::query(
             "INSERT INTO attempts \
                  (delivery_id, at, outcome, status_code, response_excerpt, error) \
              SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
-             FROM json_each(?1)",
+             FROM json_each(?1) JOIN deliveries d \
+                 ON d.id = value ->> 0 AND d.claim = value ->> 8",
         )
         .bind(&rows)
         .execute(&mut *tx)
@@ -1056,7 +1063,7 @@ impl Store for SqliteStore {
         // A retry never revives a delivery parked meanwhile (its subscriber was deleted while
         // the attempt was in flight), nor un-pauses one whose subscriber was disabled meanwhile;
         // a final outcome is always recorded.
-        sqlx::query(
+        let applied: Vec<String> = sqlx::query_scalar(
             "UPDATE deliveries SET attempt_count = attempt_count + 1, \
                  status = CASE WHEN r.new_status = 'pending' AND deliveries.status <> 'pending' \
                                THEN deliveries.status ELSE r.new_status END, \
@@ -1066,17 +1073,28 @@ impl Store for SqliteStore {
                      WHEN (SELECT status FROM subscribers WHERE id = deliveries.subscriber_id) \
                           = 'active' THEN r.next_at \
                      ELSE NULL END, \
-                 updated_at = r.at \
+                 updated_at = r.at, claim = NULL, claimed_until = NULL \
              FROM (SELECT value ->> 0 AS id, value ->> 1 AS at, value ->> 6 AS new_status, \
-                          value ->> 7 AS next_at \
+                          value ->> 7 AS next_at, value ->> 8 AS claim \
                    FROM json_each(?1)) AS r \
-             WHERE deliveries.id = r.id",
+             WHERE deliveries.id = r.id AND deliveries.claim = r.claim \
+             RETURNING deliveries.id",
         )
         .bind(&rows)
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
+        if applied.len() < records.len() {
+            tracing::warn!(
+                stale = records.len() - applied.len(),
+                "attempts of expired claims dropped: their deliveries were claimed again or \
+                 retried meanwhile"
+            );
+        }
 
         for record in records {
+            if !applied.iter().any(|id| id == record.delivery_id.as_str()) {
+                continue;
+            }
             if let Some((subscriber_id, reason)) = &record.disable_subscriber {
                 sqlx::query(
                     "UPDATE subscribers SET status = 'disabled', disabled_reason = ?1, \
@@ -1126,19 +1144,46 @@ impl Store for SqliteStore {
         &self,
         id: &DeliveryId,
         now: DateTime<Utc>,
-    ) -> StoreResult<Option<Delivery>> {
+    ) -> StoreResult<RetryOutcome> {
         let mut tx = self.write_tx().await?;
+        let found: Option<(String, Option<String>, Option<i64>)> = sqlx::query_as(
+            "SELECT d.subscriber_id, s.status, d.claimed_until \
+             FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id \
+             WHERE d.id = ?1",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((subscriber_id, status, claimed_until)) = found else {
+            return Ok(RetryOutcome::NotFound);
+        };
+        let subscriber_id =
+            SubscriberId::parse("subscriber_id", &subscriber_id).map_err(invalid)?;
+        match status.as_deref().map(subscriber_status).transpose()? {
+            None => return Ok(RetryOutcome::SubscriberDeleted(subscriber_id)),
+            Some(SubscriberStatus::Disabled) => {
+                return Ok(RetryOutcome::SubscriberDisabled(subscriber_id))
+            }
+            Some(SubscriberStatus::Active) => {}
+        }
+        if claimed_until.is_some_and(|until| until > ms(now)) {
+            return Ok(RetryOutcome::BeingAttempted);
+        }
+        // An expired claim is released: its late record, if any, no longer applies.
         sqlx::query(
-            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?1, updated_at = ?1 \
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?1, updated_at = ?1, \
+                 claim = NULL, claimed_until = NULL \
              WHERE id = ?2",
         )
         .bind(ms(now))
         .bind(id.as_str())
         .execute(&mut *tx)
         .await?;
-        let delivery = load_delivery(&mut tx, id).await?;
+        let delivery = load_delivery(&mut tx, id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("delivery {id} vanished")))?;
         tx.commit().await?;
-        Ok(delivery)
+        Ok(RetryOutcome::Queued(delivery))
     }
 
     #[tracing::instrument(skip_all, fields(deliveries = ids.len()))]
@@ -1153,9 +1198,9 @@ impl Store for SqliteStore {
         let mut tx = self.write_tx().await?;
         // A delivery paused meanwhile (its subscriber was disabled) stays paused.
         sqlx::query(
-            "UPDATE deliveries SET next_attempt_at = ?1 \
-             WHERE status = 'pending' AND next_attempt_at IS NOT NULL \
-                 AND id IN (SELECT value FROM json_each(?2))",
+            "UPDATE deliveries SET claim = NULL, claimed_until = NULL, \
+                 next_attempt_at = CASE WHEN next_attempt_at IS NULL THEN NULL ELSE ?1 END \
+             WHERE status = 'pending' AND id IN (SELECT value FROM json_each(?2))",
         )
         .bind(ms(until))
         .bind(id_list(ids.iter().map(DeliveryId::as_str)))

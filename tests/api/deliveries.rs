@@ -188,6 +188,39 @@ async fn retrying_a_failed_delivery_makes_it_due_now_and_wakes_the_dispatcher() 
 }
 
 #[tokio::test]
+async fn retrying_a_delivery_while_it_is_being_attempted_is_a_conflict() {
+    let app = spawn_app().await;
+    app.create_webhook().await;
+    app.watch_order("122233").await;
+    app.seed_chat_message("122233", 1).await;
+    let now = Utc::now();
+    // Claimed as the dispatcher claims it: its attempt is in flight until recorded.
+    let claimed = app
+        .store
+        .claim_due_deliveries(now, now + chrono::TimeDelta::seconds(30), 10)
+        .await
+        .unwrap();
+    let id = claimed[0].id.as_str();
+    let retry = format!("/v1/deliveries/{id}/retry");
+
+    let error = single_error(
+        app.post(&retry, &json!({})).await,
+        StatusCode::CONFLICT,
+        "conflict",
+    )
+    .await;
+    assert!(error.message.contains("being attempted"), "{error:?}");
+    assert!(!was_woken(&app.dispatcher_wake).await);
+
+    // Once the claim is released (here: put back unattempted), it can be retried.
+    app.store
+        .postpone_deliveries(&[claimed[0].id.clone()], now)
+        .await
+        .unwrap();
+    json_body(app.post(&retry, &json!({})).await, StatusCode::ACCEPTED).await;
+}
+
+#[tokio::test]
 async fn retrying_for_a_disabled_or_deleted_subscriber_is_a_conflict() {
     let app = spawn_app().await;
     let subscriber = app.create_webhook().await;

@@ -341,6 +341,7 @@ impl TestApp {
             .iter()
             .map(|d| AttemptRecord {
                 delivery_id: d.id.clone(),
+                claim: d.claim.clone(),
                 at: now,
                 resolution: resolution.clone(),
                 status_code: Some(status_code),

@@ -254,6 +254,7 @@ async fn a_subscriber_disabled_by_a_410_is_re_enabled_through_patch() {
     app.store
         .record_attempts(&[AttemptRecord {
             delivery_id: claimed[0].id.clone(),
+            claim: claimed[0].claim.clone(),
             at: now,
             resolution: AttemptResolution::Failed,
             status_code: Some(410),
