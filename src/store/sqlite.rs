@@ -1092,23 +1092,25 @@ impl Store for SqliteStore {
         }
 
         for record in records {
+            let Some((subscriber_id, reason)) = &record.disable_subscriber else {
+                continue;
+            };
+            // Only an applied record speaks for the receiver.
             if !applied.iter().any(|id| id == record.delivery_id.as_str()) {
                 continue;
             }
-            if let Some((subscriber_id, reason)) = &record.disable_subscriber {
-                sqlx::query(
-                    "UPDATE subscribers SET status = 'disabled', disabled_reason = ?1, \
-                         updated_at = ?2 \
-                     WHERE id = ?3",
-                )
-                .bind(reason)
-                .bind(ms(record.at))
-                .bind(subscriber_id.as_str())
-                .execute(&mut *tx)
-                .await?;
-                pause_deliveries(&mut tx, subscriber_id).await?;
-                tracing::info!(subscriber_id = %subscriber_id, reason, "subscriber disabled");
-            }
+            sqlx::query(
+                "UPDATE subscribers SET status = 'disabled', disabled_reason = ?1, \
+                     updated_at = ?2 \
+                 WHERE id = ?3",
+            )
+            .bind(reason)
+            .bind(ms(record.at))
+            .bind(subscriber_id.as_str())
+            .execute(&mut *tx)
+            .await?;
+            pause_deliveries(&mut tx, subscriber_id).await?;
+            tracing::info!(subscriber_id = %subscriber_id, reason, "subscriber disabled");
         }
         tx.commit().await?;
         Ok(())
