@@ -145,6 +145,10 @@ pub struct PollerSettings {
     /// Consecutive 404s before an order is given up as not found.
     #[serde(default = "default_not_found_confirmations")]
     pub not_found_confirmations: u32,
+    /// An order still watched this long after its watch started is stopped (orders on the
+    /// chat-messages fallback never see `is_expired`).
+    #[serde(default = "default_max_watch", with = "humantime_serde")]
+    pub max_watch: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -287,6 +291,9 @@ fn default_max_backoff() -> Duration {
 fn default_not_found_confirmations() -> u32 {
     3
 }
+fn default_max_watch() -> Duration {
+    Duration::from_secs(72 * 3600)
+}
 /// Close to Svix's schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
 fn default_retry_schedule() -> Vec<Duration> {
     [5, 300, 1800, 7200, 18000, 36000, 36000]
@@ -396,6 +403,7 @@ impl Settings {
         positive("instacart.timeout", self.instacart.timeout)?;
         positive("poller.interval", self.poller.interval)?;
         positive("poller.max_backoff", self.poller.max_backoff)?;
+        positive("poller.max_watch", self.poller.max_watch)?;
         positive("delivery.timeout", self.delivery.timeout)?;
         if self.poller.concurrency == 0 {
             return Err(ConfigError::invalid(

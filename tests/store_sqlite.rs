@@ -261,6 +261,7 @@ async fn watching_again_restarts_a_stopped_order_but_leaves_a_watched_one() {
     let (fresh, started) = store.watch_order(&order, Some(&user), t(0)).await.unwrap();
     assert!(started);
     assert_eq!(fresh.next_poll_at, Some(t(0)));
+    assert_eq!(fresh.watched_since, t(0));
 
     let failing = PollCommit {
         progress: PollProgress {
@@ -275,12 +276,18 @@ async fn watching_again_restarts_a_stopped_order_but_leaves_a_watched_one() {
     assert!(!started);
     assert_eq!(again.consecutive_failures, 3);
     assert_eq!(again.next_poll_at, Some(t(6)));
+    assert_eq!(again.watched_since, t(0));
 
     store.stop_order(&order).await.unwrap();
     let (restarted, started) = store.watch_order(&order, None, t(3)).await.unwrap();
     assert!(started);
     assert_eq!(restarted.state, OrderState::Watching);
     assert_eq!(restarted.next_poll_at, Some(t(3)));
+    assert_eq!(
+        (restarted.created_at, restarted.watched_since),
+        (t(0), t(3)),
+        "a restart starts a new watch"
+    );
     assert_eq!(restarted.consecutive_failures, 0);
     assert_eq!(restarted.last_error, None);
     assert_eq!(restarted.user_id, Some(user));

@@ -123,6 +123,7 @@ impl Poller {
                     let diff = differ::diff(&order.order_id, &seen, &snapshot, now);
                     let progress = schedule::after_success(
                         &self.settings,
+                        &order,
                         fallback,
                         diff.expired,
                         now,

@@ -1,5 +1,6 @@
 //! When an order is polled next, and in what state, after each poll. Pure, so the policy
-//! (jitter, exponential back-off, 404 confirmations, expiry) is tested without a clock.
+//! (jitter, exponential back-off, 404 confirmations, expiry, the watch limit) is tested without a
+//! clock.
 
 use chrono::{DateTime, Utc};
 use std::time::Duration;
@@ -12,12 +13,13 @@ use crate::time::{after, scaled};
 /// `spread` is a random number in [-1, 1]; the caller draws it so this stays deterministic.
 pub fn after_success(
     settings: &PollerSettings,
+    order: &Order,
     fallback: Option<FallbackReason>,
     expired: bool,
     now: DateTime<Utc>,
     spread: f64,
 ) -> PollProgress {
-    PollProgress {
+    let progress = PollProgress {
         polled_at: now,
         state: if expired {
             OrderState::Expired
@@ -30,7 +32,8 @@ pub fn after_success(
         last_error: None,
         consecutive_failures: 0,
         not_found_count: 0,
-    }
+    };
+    limit_watch(settings, order, progress)
 }
 
 pub fn after_failure(
@@ -41,42 +44,73 @@ pub fn after_failure(
     now: DateTime<Utc>,
     spread: f64,
 ) -> PollProgress {
-    if let InstacartError::NotFound = error {
-        let confirmations = order.not_found_count + 1;
-        let given_up = confirmations >= settings.not_found_confirmations;
-        return PollProgress {
-            polled_at: now,
-            state: if given_up {
-                OrderState::NotFound
+    let progress = match error {
+        InstacartError::NotFound => {
+            let confirmations = order.not_found_count + 1;
+            let given_up = confirmations >= settings.not_found_confirmations;
+            PollProgress {
+                polled_at: now,
+                state: if given_up {
+                    OrderState::NotFound
+                } else {
+                    OrderState::Watching
+                },
+                fallback,
+                next_poll_at: (!given_up)
+                    .then(|| after(now, jittered(settings.interval, settings.jitter, spread))),
+                last_error: Some(format!(
+                    "{error} (confirmation {confirmations} of {})",
+                    settings.not_found_confirmations
+                )),
+                consecutive_failures: order.consecutive_failures,
+                not_found_count: confirmations,
+            }
+        }
+        _ => {
+            let failures = order.consecutive_failures.saturating_add(1);
+            // A permanent error (401, 403, an undocumented 4xx) will not pass by itself soon:
+            // ask again only as often as the back-off ceiling allows.
+            let backoff = if error.is_retryable() {
+                settings
+                    .interval
+                    .saturating_mul(1u32 << failures.min(16))
+                    .min(settings.max_backoff)
             } else {
-                OrderState::Watching
-            },
-            fallback,
-            next_poll_at: (!given_up)
-                .then(|| after(now, jittered(settings.interval, settings.jitter, spread))),
-            last_error: Some(format!(
-                "{error} (confirmation {confirmations} of {})",
-                settings.not_found_confirmations
-            )),
-            consecutive_failures: order.consecutive_failures,
-            not_found_count: confirmations,
-        };
+                settings.max_backoff
+            };
+            let wait = jittered(backoff, settings.jitter, spread)
+                .max(error.retry_after().unwrap_or_default());
+            PollProgress {
+                polled_at: now,
+                state: OrderState::Watching,
+                fallback,
+                next_poll_at: Some(after(now, wait)),
+                last_error: Some(error.to_string()),
+                consecutive_failures: failures,
+                not_found_count: 0,
+            }
+        }
+    };
+    limit_watch(settings, order, progress)
+}
+
+/// Stops an order still watched `poller.max_watch` after its watch started: orders polled through
+/// the chat-messages fallback never see `is_expired`, and an order failing for good would
+/// otherwise be polled forever.
+fn limit_watch(settings: &PollerSettings, order: &Order, progress: PollProgress) -> PollProgress {
+    if progress.state != OrderState::Watching
+        || progress.polled_at < after(order.watched_since, settings.max_watch)
+    {
+        return progress;
     }
-    let failures = order.consecutive_failures.saturating_add(1);
-    let backoff = settings
-        .interval
-        .saturating_mul(1u32 << failures.min(16))
-        .min(settings.max_backoff);
-    let wait =
-        jittered(backoff, settings.jitter, spread).max(error.retry_after().unwrap_or_default());
     PollProgress {
-        polled_at: now,
-        state: OrderState::Watching,
-        fallback,
-        next_poll_at: Some(after(now, wait)),
-        last_error: Some(error.to_string()),
-        consecutive_failures: failures,
-        not_found_count: 0,
+        state: OrderState::Stopped,
+        next_poll_at: None,
+        last_error: Some(format!(
+            "stopped: watched longer than poller.max_watch ({})",
+            humantime::format_duration(settings.max_watch)
+        )),
+        ..progress
     }
 }
 
@@ -107,6 +141,7 @@ mod tests {
             state: OrderState::Watching,
             fallback: None,
             created_at: now(),
+            watched_since: now(),
             next_poll_at: Some(now()),
             last_polled_at: None,
             last_error: None,
@@ -126,8 +161,8 @@ mod tests {
     #[test]
     fn success_schedules_the_next_poll_within_the_jitter_band() {
         let s = settings();
-        let low = after_success(&s, None, false, now(), -1.0);
-        let high = after_success(&s, None, false, now(), 1.0);
+        let low = after_success(&s, &order(0, 0), None, false, now(), -1.0);
+        let high = after_success(&s, &order(0, 0), None, false, now(), 1.0);
         assert_eq!(wait(&low), TimeDelta::milliseconds(4500));
         assert_eq!(wait(&high), TimeDelta::milliseconds(5500));
         assert_eq!(low.state, OrderState::Watching);
@@ -135,7 +170,7 @@ mod tests {
 
     #[test]
     fn expiry_stops_watching() {
-        let p = after_success(&settings(), None, true, now(), 0.0);
+        let p = after_success(&settings(), &order(0, 0), None, true, now(), 0.0);
         assert_eq!(p.state, OrderState::Expired);
         assert_eq!(p.next_poll_at, None);
     }
@@ -152,6 +187,69 @@ mod tests {
         let p = after_failure(&s, &order(0, 0), None, &err, now(), 0.0);
         assert_eq!(p.consecutive_failures, 1);
         assert!(p.last_error.unwrap().contains("503"));
+    }
+
+    #[test]
+    fn permanent_errors_wait_the_back_off_ceiling_from_the_first_failure() {
+        let s = settings();
+        for err in [
+            InstacartError::Unauthorized,
+            InstacartError::ShopperPiiRedacted,
+            InstacartError::Unexpected {
+                status: 422,
+                code: None,
+                message: "no".to_owned(),
+            },
+            InstacartError::Auth(Box::new(InstacartError::Unauthorized)),
+        ] {
+            let p = after_failure(&s, &order(0, 0), None, &err, now(), 0.0);
+            assert_eq!(wait(&p).num_seconds(), 60, "{err}");
+            assert_eq!(p.state, OrderState::Watching);
+            assert_eq!(p.consecutive_failures, 1);
+        }
+        let throttled = InstacartError::Auth(Box::new(InstacartError::Server { status: 502 }));
+        let p = after_failure(&s, &order(0, 0), None, &throttled, now(), 0.0);
+        assert_eq!(wait(&p).num_seconds(), 10, "retryable: exponential");
+    }
+
+    #[test]
+    fn an_order_watched_longer_than_max_watch_is_stopped() {
+        let s = settings();
+        let mut old = order(0, 0);
+        old.watched_since = now() - TimeDelta::hours(72);
+        let expected = "stopped: watched longer than poller.max_watch (3days)";
+
+        let polled = after_success(
+            &s,
+            &old,
+            Some(FallbackReason::UserIdNotFound),
+            false,
+            now(),
+            0.0,
+        );
+        assert_eq!(polled.state, OrderState::Stopped);
+        assert_eq!(polled.next_poll_at, None);
+        assert_eq!(polled.fallback, Some(FallbackReason::UserIdNotFound));
+        assert_eq!(polled.last_error.as_deref(), Some(expected));
+
+        let failed = after_failure(&s, &old, None, &InstacartError::Unauthorized, now(), 0.0);
+        assert_eq!(failed.state, OrderState::Stopped);
+        assert_eq!(failed.last_error.as_deref(), Some(expected));
+        let given_up = after_failure(
+            &s,
+            &order(0, 2),
+            None,
+            &InstacartError::NotFound,
+            now(),
+            0.0,
+        );
+        assert_eq!(given_up.state, OrderState::NotFound, "a final state stays");
+
+        // The limit counts from the current watch, not from the order's first registration.
+        old.watched_since = now() - TimeDelta::hours(72) + TimeDelta::milliseconds(1);
+        old.created_at = now() - TimeDelta::days(30);
+        let p = after_success(&s, &old, None, false, now(), 0.0);
+        assert_eq!((p.state, p.last_error), (OrderState::Watching, None));
     }
 
     #[test]
@@ -178,7 +276,7 @@ mod tests {
         let err = InstacartError::Server { status: 503 };
         let p = after_failure(&s, &order(3, 0), None, &err, now(), 1.0);
         assert_eq!(p.next_poll_at, Some(DateTime::<Utc>::MAX_UTC));
-        let p = after_success(&s, None, false, now(), 1.0);
+        let p = after_success(&s, &order(0, 0), None, false, now(), 1.0);
         assert_eq!(p.next_poll_at, Some(DateTime::<Utc>::MAX_UTC));
     }
 

@@ -94,6 +94,9 @@ pub struct Order {
     pub state: OrderState,
     pub fallback: Option<FallbackReason>,
     pub created_at: DateTime<Utc>,
+    /// When the current watch started: the first registration, or the latest restart of an
+    /// order that was no longer watched. `poller.max_watch` counts from here.
+    pub watched_since: DateTime<Utc>,
     pub next_poll_at: Option<DateTime<Utc>>,
     pub last_polled_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,

@@ -157,8 +157,8 @@ fn decode_filter(
 
 macro_rules! order_columns {
     () => {
-        "order_id, user_id, state, fallback, created_at, next_poll_at, last_polled_at, \
-         last_error, consecutive_failures, not_found_count"
+        "order_id, user_id, state, fallback, created_at, watched_since, next_poll_at, \
+         last_polled_at, last_error, consecutive_failures, not_found_count"
     };
 }
 
@@ -169,6 +169,7 @@ struct OrderRow {
     state: String,
     fallback: Option<String>,
     created_at: i64,
+    watched_since: i64,
     next_poll_at: Option<i64>,
     last_polled_at: Option<i64>,
     last_error: Option<String>,
@@ -192,6 +193,7 @@ impl OrderRow {
                 .map(FallbackReason::from_stored)
                 .transpose()?,
             created_at: time(self.created_at)?,
+            watched_since: time(self.watched_since)?,
             next_poll_at: opt_time(self.next_poll_at)?,
             last_polled_at: opt_time(self.last_polled_at)?,
             last_error: self.last_error,
@@ -501,11 +503,13 @@ impl Store for SqliteStore {
         // (the fallback is rediscovered: a new user id may make order_messages usable again).
         // An order being watched matches the WHERE of the upsert and stays untouched.
         let started = sqlx::query(
-            "INSERT INTO orders (order_id, user_id, state, created_at, next_poll_at) \
-             VALUES (?1, ?2, 'watching', ?3, ?3) \
+            "INSERT INTO orders \
+                 (order_id, user_id, state, created_at, watched_since, next_poll_at) \
+             VALUES (?1, ?2, 'watching', ?3, ?3, ?3) \
              ON CONFLICT (order_id) DO UPDATE SET \
                  state = 'watching', user_id = COALESCE(excluded.user_id, orders.user_id), \
-                 fallback = NULL, next_poll_at = excluded.next_poll_at, last_error = NULL, \
+                 fallback = NULL, watched_since = excluded.watched_since, \
+                 next_poll_at = excluded.next_poll_at, last_error = NULL, \
                  consecutive_failures = 0, not_found_count = 0 \
              WHERE orders.state <> 'watching'",
         )

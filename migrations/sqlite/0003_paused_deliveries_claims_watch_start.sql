@@ -10,3 +10,8 @@ WHERE status = 'pending'
 -- `claimed_until` lies ahead the attempt is in flight, and a manual retry is refused.
 ALTER TABLE deliveries ADD COLUMN claim TEXT;
 ALTER TABLE deliveries ADD COLUMN claimed_until INTEGER;
+
+-- When an order's current watch started (its registration, or the restart of an order no longer
+-- watched): `poller.max_watch` counts from here.
+ALTER TABLE orders ADD COLUMN watched_since INTEGER;
+UPDATE orders SET watched_since = created_at;
