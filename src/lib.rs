@@ -16,3 +16,6 @@ pub mod store;
 pub mod telemetry;
 pub mod templates;
 pub mod time;
+
+/// The `User-Agent` of every request the bridge makes (Connect, webhooks, Slack).
+pub const USER_AGENT: &str = concat!("shopper-bridge/", env!("CARGO_PKG_VERSION"));

@@ -137,6 +137,7 @@ async fn serve_seed(call: Call, name: &str) -> (MockServer, InstacartClient) {
         .and(bearer(STATIC_TOKEN))
         .and(header("accept", "application/json"))
         .and(header("x-treat-ids-as-internal", "true"))
+        .and(header("user-agent", shopper_bridge::USER_AGENT))
         .respond_with(ResponseTemplate::new(200).set_body_json(fixture(name)))
         .expect(1)
         .mount(&server)
@@ -341,6 +342,19 @@ async fn rate_limit_is_retryable_after_the_announced_delay() {
     );
     assert_eq!(err.retry_after(), seven);
     assert!(err.is_retryable());
+}
+
+#[tokio::test]
+async fn a_huge_retry_after_is_capped_at_a_day() {
+    for value in ["99999999999999", "Fri, 31 Dec 9999 23:59:59 GMT"] {
+        let answer = ResponseTemplate::new(429).insert_header("Retry-After", value);
+        let err = error_for(Call::OrderMessages, answer).await;
+        assert_eq!(
+            err.retry_after(),
+            Some(Duration::from_secs(24 * 3600)),
+            "{value}"
+        );
+    }
 }
 
 #[tokio::test]

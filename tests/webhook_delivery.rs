@@ -16,7 +16,7 @@ use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
 use shopper_bridge::channels::webhook::{
-    verify_headers, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, USER_AGENT,
+    verify_headers, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP,
 };
 use shopper_bridge::channels::Channels;
 use shopper_bridge::config::{DeliverySettings, Settings};
@@ -328,7 +328,7 @@ async fn delivery_succeeds_with_a_valid_signature_and_the_exact_body() {
     let sent_at: i64 = header(request, HEADER_TIMESTAMP).parse().unwrap();
     assert!((Utc::now().timestamp() - sent_at).abs() <= 5);
     assert_eq!(header(request, "content-type"), "application/json");
-    assert_eq!(header(request, "user-agent"), USER_AGENT);
+    assert_eq!(header(request, "user-agent"), shopper_bridge::USER_AGENT);
     verify_headers(&secret, &request.headers, &request.body, Utc::now()).unwrap();
 
     let delivery = bridge.delivery_of(&seeded.subscriber).await;

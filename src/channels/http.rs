@@ -3,6 +3,8 @@
 
 use std::error::Error as StdError;
 
+use crate::telemetry::error_chain;
+
 /// How much of a response body is kept for the attempt log.
 pub const EXCERPT_BYTES: usize = 256;
 /// Bodies up to this size are read to the end so the connection goes back to the pool.
@@ -26,15 +28,7 @@ pub async fn read_excerpt(mut response: reqwest::Response) -> Option<String> {
 
 /// The error and its causes, without the request URL.
 pub fn transport_error_text(err: reqwest::Error) -> String {
-    let err = err.without_url();
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    error_chain(&err.without_url())
 }
 
 /// The first cause of type `E` in `err`'s source chain.

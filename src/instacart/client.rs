@@ -44,7 +44,7 @@ impl InstacartClient {
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("shopper-bridge/", env!("CARGO_PKG_VERSION")))
+            .user_agent(crate::USER_AGENT)
             .build()
             .map_err(InstacartError::HttpClient)?;
         let auth = Authenticator::new(

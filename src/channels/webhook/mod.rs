@@ -25,8 +25,6 @@ use crate::store::{Channel, ClaimedDelivery};
 use crate::time::retry_after;
 use resolver::{BlockedTarget, PublicOnlyResolver};
 
-pub const USER_AGENT: &str = concat!("shopper-bridge/", env!("CARGO_PKG_VERSION"));
-
 /// Sends webhooks through one pooled client. Redirects are not followed: a receiver must answer
 /// itself, and a redirect could lead the request past the SSRF guard.
 #[derive(Debug, Clone)]
@@ -40,7 +38,7 @@ impl WebhookSender {
         let mut builder = reqwest::Client::builder()
             .redirect(Policy::none())
             .timeout(settings.timeout)
-            .user_agent(USER_AGENT);
+            .user_agent(crate::USER_AGENT);
         if !settings.allow_private_targets {
             // A proxy would resolve host names itself, out of the guard's sight.
             builder = builder
