@@ -188,6 +188,13 @@ fn the_environment_alone_is_enough_to_migrate_a_new_store() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(dir.path().join("bridge.db").exists());
+    // A store URL may carry credentials (a future PostgreSQL one would): it is never printed.
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(stdout.trim(), "migrations applied");
+    assert!(!stderr.contains("sqlite://"), "{stderr}");
 }
 
 #[test]

@@ -212,14 +212,24 @@ impl SubscriberView {
     }
 }
 
-/// A subscriber with its newest secret: only returned on creation and rotation.
-#[derive(Debug, Serialize, ToSchema)]
+/// A subscriber with its newest secret: only returned on creation and rotation. `Debug` redacts
+/// the secret.
+#[derive(Serialize, ToSchema)]
 pub struct SubscriberWithSecret {
     #[serde(flatten)]
     pub subscriber: SubscriberView,
     /// Verifies the `webhook-signature` header (Standard Webhooks). Shown only this once.
     #[schema(example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
     pub secret: String,
+}
+
+impl std::fmt::Debug for SubscriberWithSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriberWithSecret")
+            .field("subscriber", &self.subscriber)
+            .field("secret", &"[redacted]")
+            .finish()
+    }
 }
 
 impl SubscriberWithSecret {
@@ -625,5 +635,30 @@ mod tests {
             panic!("expected a validation error");
         };
         assert_eq!(found[0].field, "event_types[1]");
+    }
+
+    #[test]
+    fn a_subscriber_with_its_secret_never_shows_the_secret_in_debug() {
+        let now = Utc::now();
+        let secret = SigningSecret::generate();
+        let subscriber = Subscriber {
+            id: SubscriberId::generate(),
+            channel: Channel::Webhook {
+                url: "https://hooks.example.com/in".to_owned(),
+            },
+            filter: SubscriberFilter::default(),
+            description: None,
+            status: SubscriberStatus::Active,
+            disabled_reason: None,
+            created_at: now,
+            updated_at: now,
+            secrets: Vec::new(),
+        };
+        let shown = format!("{:?}", SubscriberWithSecret::new(subscriber, &secret, now));
+        assert!(
+            shown.contains("hooks.example.com") && shown.contains("[redacted]"),
+            "{shown}"
+        );
+        assert!(!shown.contains(secret.expose()), "{shown}");
     }
 }

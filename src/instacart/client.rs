@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, AUTHORIZATION};
+use reqwest::header::ACCEPT;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
@@ -162,7 +162,8 @@ impl InstacartClient {
             .http
             .request(method.clone(), url.clone())
             .header(ACCEPT, "application/json")
-            .header(AUTHORIZATION, format!("Bearer {}", token.expose_secret()));
+            // Marks the header sensitive, so it is never shown by `Debug`.
+            .bearer_auth(token.expose_secret());
         if self.inner.treat_ids_as_internal {
             request = request.header(TREAT_IDS_AS_INTERNAL, "true");
         }
@@ -222,5 +223,28 @@ impl Answer {
                 endpoint,
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::AUTHORIZATION;
+
+    #[test]
+    fn the_bearer_token_is_a_sensitive_header() {
+        let settings = InstacartSettings::default();
+        let token = SecretString::from("connect-token-value".to_owned());
+        let client =
+            InstacartClient::new(&settings, InstacartAuth::StaticToken(token.clone())).unwrap();
+        let url = client.chat_url(&OrderId::parse("order_id", "1").unwrap());
+        let request = client
+            .request(&Method::GET, &url, &token, None)
+            .build()
+            .unwrap();
+        let authorization = &request.headers()[AUTHORIZATION];
+        assert_eq!(authorization, "Bearer connect-token-value");
+        assert!(authorization.is_sensitive());
+        assert!(!format!("{request:?}").contains("connect-token-value"));
     }
 }

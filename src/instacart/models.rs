@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 /// Who sent or received a chat message: the customer (`user`) or the shopper (`driver`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,8 +117,8 @@ pub struct MarkReadResponse {
     pub messages_read_count: i64,
 }
 
-/// Body of `POST /v2/oauth/token`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Body of `POST /v2/oauth/token`. `Debug` redacts the client secret.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenRequest {
     pub client_id: String,
     pub client_secret: String,
@@ -127,8 +128,8 @@ pub struct TokenRequest {
     pub assertion: Option<String>,
 }
 
-/// Answer of `POST /v2/oauth/token`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Answer of `POST /v2/oauth/token`. `Debug` redacts the access token.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenResponse {
     pub access_token: String,
     #[serde(default = "bearer")]
@@ -142,6 +143,32 @@ pub struct TokenResponse {
 
 fn bearer() -> String {
     "Bearer".to_owned()
+}
+
+const REDACTED: &str = "[redacted]";
+
+impl fmt::Debug for TokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenRequest")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &REDACTED)
+            .field("grant_type", &self.grant_type)
+            .field("scope", &self.scope)
+            .field("assertion", &self.assertion)
+            .finish()
+    }
+}
+
+impl fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("access_token", &REDACTED)
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
 }
 
 /// Instacart's error envelope: `{"error":{"message","code"},"meta":{...}}`, or the multi-error form
@@ -230,5 +257,36 @@ mod tests {
         let m: ChatMessage = serde_json::from_str(json).unwrap();
         assert_eq!(m.read_at, None);
         assert_eq!(m.sender_type, ParticipantType::User);
+    }
+
+    #[test]
+    fn token_payloads_never_show_their_secrets_in_debug() {
+        let request = TokenRequest {
+            client_id: "client-1".to_owned(),
+            client_secret: "very-secret-value".to_owned(),
+            grant_type: "client_credentials".to_owned(),
+            scope: "connect:fulfillment".to_owned(),
+            assertion: None,
+        };
+        let shown = format!("{request:?}");
+        assert!(
+            shown.contains("client-1") && shown.contains("[redacted]"),
+            "{shown}"
+        );
+        assert!(!shown.contains("very-secret-value"), "{shown}");
+
+        let response = TokenResponse {
+            access_token: "access-token-value".to_owned(),
+            token_type: "Bearer".to_owned(),
+            expires_in: 3600,
+            scope: None,
+            created_at: None,
+        };
+        let shown = format!("{response:?}");
+        assert!(
+            shown.contains("3600") && shown.contains("[redacted]"),
+            "{shown}"
+        );
+        assert!(!shown.contains("access-token-value"), "{shown}");
     }
 }

@@ -60,9 +60,10 @@ impl SqliteStore {
         // with the writer for the lock.
         let reader = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
-            .connect_with(options.pragma("query_only", "ON"))
+            .connect_with(options.clone().pragma("query_only", "ON"))
             .await?;
-        tracing::info!(file = %url, "store opened");
+        // The file, not the URL: a store URL may carry credentials.
+        tracing::info!(file = %options.get_filename().display(), "store opened");
         Ok(Self { writer, reader })
     }
 
