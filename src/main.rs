@@ -77,6 +77,12 @@ struct SimulatedWorld {
     /// Share of post-checkout requests answered with a malformed body.
     #[arg(long, default_value_t = 0.0)]
     fault_malformed: f64,
+    /// Hold post-checkout answers back this long (a slow Connect), e.g. `2s`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    fault_delay: Option<Duration>,
+    /// Share of post-checkout answers held back by `--fault-delay`.
+    #[arg(long, default_value_t = 1.0, requires = "fault_delay")]
+    fault_delay_rate: f64,
 }
 
 impl SimulatedWorld {
@@ -94,7 +100,12 @@ impl SimulatedWorld {
                 rate_429: self.fault_429,
                 rate_5xx: self.fault_5xx,
                 rate_malformed: self.fault_malformed,
-                ..defaults.faults
+                delay: self.fault_delay,
+                rate_delay: if self.fault_delay.is_some() {
+                    self.fault_delay_rate
+                } else {
+                    0.0
+                },
             },
             ..defaults
         }
@@ -149,4 +160,34 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn faults(args: &[&str]) -> Result<Faults, clap::Error> {
+        let cli = Cli::try_parse_from(["shopper-bridge", "simulate"].iter().chain(args))?;
+        let Command::Simulate { world, .. } = cli.command else {
+            unreachable!("parsed a simulate command")
+        };
+        Ok(world.into_config().faults)
+    }
+
+    #[test]
+    fn delay_faults_are_set_from_the_command_line() {
+        let slow = faults(&["--fault-delay", "300ms", "--fault-delay-rate", "0.25"]).unwrap();
+        assert_eq!(
+            (slow.delay, slow.rate_delay),
+            (Some(Duration::from_millis(300)), 0.25)
+        );
+        let always = faults(&["--fault-delay", "2s"]).unwrap();
+        assert_eq!(
+            (always.delay, always.rate_delay),
+            (Some(Duration::from_secs(2)), 1.0)
+        );
+        let none = faults(&[]).unwrap();
+        assert_eq!((none.delay, none.rate_delay), (None, 0.0));
+        assert!(faults(&["--fault-delay-rate", "0.5"]).is_err());
+    }
 }
