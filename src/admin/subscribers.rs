@@ -3,6 +3,7 @@
 //! A signing secret's value is shown twice only: in the response that creates the subscriber and
 //! in the one that rotates its secret. Otherwise a subscriber shows `signing_secrets`: when each
 //! secret that currently signs was created and, for one rotated out, when it stops signing.
+//! Only webhooks are signed: other kinds show no secret at all.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -17,7 +18,10 @@ use utoipa_axum::routes;
 use super::error::{when_present, ApiError, ErrorBody, Problems};
 use super::extract::{path_id, ApiJson, ApiPath};
 use super::AppState;
-use crate::domain::{EventType, OrderId, SigningSecret, SubscriberId, ValidationError, WebhookUrl};
+use crate::config::Settings;
+use crate::domain::{
+    EmailAddress, EventType, OrderId, SigningSecret, SubscriberId, ValidationError, WebhookUrl,
+};
 use crate::store::{
     Channel, NewSubscriber, SlackTarget, Subscriber, SubscriberFilter, SubscriberPatch,
     SubscriberStatus,
@@ -26,6 +30,9 @@ use crate::store::{
 /// Longest accepted filter list and description.
 const MAX_FILTER_ENTRIES: usize = 1000;
 const MAX_DESCRIPTION_CHARS: usize = 500;
+/// Most recipients of an e-mail subscriber, and the longest digest window (a day).
+const MAX_RECIPIENTS: usize = 50;
+const MAX_DIGEST_SECONDS: u32 = 86_400;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -41,12 +48,18 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSubscriberRequest {
-    /// How the subscriber is reached; `webhook` is the only kind so far.
+    /// How the subscriber is reached: `webhook` or `email`.
     #[schema(example = "webhook")]
     pub kind: String,
     /// Required for `webhook`: an http(s) URL.
     #[schema(example = "https://hooks.example.com/instacart")]
     pub url: Option<String>,
+    /// Required for `email`: the recipients' addresses.
+    #[schema(example = json!(["staff@store.example"]))]
+    pub to: Option<Vec<String>>,
+    /// `email` only: events of one order within this many seconds go out as one e-mail.
+    #[schema(example = 300)]
+    pub digest_seconds: Option<u32>,
     /// Only these event types; leave out (or null) for every type.
     #[schema(example = json!(["chat_message.created"]))]
     pub event_types: Option<Vec<String>>,
@@ -59,7 +72,14 @@ pub struct CreateSubscriberRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSubscriberRequest {
+    /// `webhook` only.
     pub url: Option<String>,
+    /// `email` only: replaces the recipients.
+    pub to: Option<Vec<String>>,
+    /// `email` only; `null` sends one e-mail per event again.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u32>, nullable)]
+    pub digest_seconds: Option<Option<u32>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<Vec<String>>, nullable)]
     pub event_types: Option<Option<Vec<String>>>,
@@ -163,15 +183,23 @@ pub struct SubscriberView {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// The secrets signing its deliveries now, newest first: two during a rotation's grace.
+    /// Webhooks only (left out for other kinds).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub signing_secrets: Vec<SecretInfo>,
+}
+
+/// Whether the subscriber's deliveries are signed, so it has secrets to show and rotate.
+fn is_signed(channel: &Channel) -> bool {
+    matches!(channel, Channel::Webhook { .. })
 }
 
 impl SubscriberView {
     fn new(subscriber: Subscriber, now: DateTime<Utc>) -> Self {
+        let signed = is_signed(&subscriber.channel);
         let signing_secrets = subscriber
             .secrets
             .iter()
-            .filter(|s| s.expires_at.is_none_or(|at| at > now))
+            .filter(|s| signed && s.expires_at.is_none_or(|at| at > now))
             .map(|s| SecretInfo {
                 created_at: s.created_at,
                 expires_at: s.expires_at,
@@ -198,15 +226,18 @@ pub struct SubscriberWithSecret {
     #[serde(flatten)]
     pub subscriber: SubscriberView,
     /// Verifies the `webhook-signature` header (Standard Webhooks). Shown only this once.
+    /// Webhooks only (left out for other kinds).
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
-    pub secret: String,
+    pub secret: Option<String>,
 }
 
 impl SubscriberWithSecret {
     fn new(subscriber: Subscriber, secret: &SigningSecret, now: DateTime<Utc>) -> Self {
+        let secret = is_signed(&subscriber.channel).then(|| secret.expose().to_owned());
         Self {
             subscriber: SubscriberView::new(subscriber, now),
-            secret: secret.expose().to_owned(),
+            secret,
         }
     }
 }
@@ -217,18 +248,175 @@ pub struct SubscriberList {
 }
 
 fn check_channel(
-    kind: &str,
-    url: Option<&str>,
-    allow_private: bool,
-) -> Result<Channel, ValidationError> {
-    match kind {
+    problems: &mut Problems,
+    request: &CreateSubscriberRequest,
+    settings: &Settings,
+) -> Option<Channel> {
+    match request.kind.as_str() {
         "webhook" => {
-            let url = url.ok_or_else(|| {
+            let misplaced = other_kinds_fields(
+                problems,
+                "webhook",
+                &[
+                    ("to", request.to.is_some()),
+                    ("digest_seconds", request.digest_seconds.is_some()),
+                ],
+            );
+            let url = problems.check(request.url.as_deref().ok_or_else(|| {
                 ValidationError::new("url", "is required for webhook subscribers")
-            })?;
-            Ok(webhook(WebhookUrl::parse("url", url, allow_private)?))
+            }))?;
+            let allow_private = settings.delivery.allow_private_targets;
+            let channel = problems
+                .check(WebhookUrl::parse("url", url, allow_private))
+                .map(webhook);
+            misplaced.and(channel)
         }
-        _ => Err(ValidationError::new("kind", "must be one of webhook")),
+        "email" => check_email(problems, request, settings),
+        _ => problems.check(Err(ValidationError::new(
+            "kind",
+            "must be one of webhook, email",
+        ))),
+    }
+}
+
+/// Refuses the fields in `present` that are set: they belong to other kinds than `kind`.
+fn other_kinds_fields(
+    problems: &mut Problems,
+    kind: &str,
+    present: &[(&str, bool)],
+) -> Option<()> {
+    let results = present.iter().filter(|(_, set)| *set).map(|(field, _)| {
+        Err::<(), _>(ValidationError::new(
+            *field,
+            format!("is not a field of {kind} subscribers"),
+        ))
+    });
+    problems.check_each(results).map(|_| ())
+}
+
+fn check_email(
+    problems: &mut Problems,
+    request: &CreateSubscriberRequest,
+    settings: &Settings,
+) -> Option<Channel> {
+    let misplaced = other_kinds_fields(problems, "email", &[("url", request.url.is_some())]);
+    // Refused up front: its deliveries could only be parked.
+    let configured = problems.check(match settings.email.smtp_url {
+        Some(_) => Ok(()),
+        None => Err(ValidationError::new(
+            "kind",
+            "email needs e-mail set up on this server (email.smtp_url)",
+        )),
+    });
+    let to = match &request.to {
+        Some(raw) => check_recipients(problems, raw),
+        None => problems.check(Err(ValidationError::new(
+            "to",
+            "is required for email subscribers",
+        ))),
+    };
+    let digest_seconds = problems.check(check_digest(request.digest_seconds));
+    misplaced?;
+    configured?;
+    Some(Channel::Email {
+        to: to?,
+        digest_seconds: digest_seconds?,
+    })
+}
+
+/// The recipients: at least one, each a plain address (`to[i]` names a bad one), no repeats.
+fn check_recipients(problems: &mut Problems, raw: &[String]) -> Option<Vec<String>> {
+    if raw.is_empty() {
+        return problems.check(Err(ValidationError::new(
+            "to",
+            "must list at least one address",
+        )));
+    }
+    if raw.len() > MAX_RECIPIENTS {
+        return problems.check(Err(ValidationError::new(
+            "to",
+            format!("must list at most {MAX_RECIPIENTS} addresses"),
+        )));
+    }
+    let parsed = problems.check_each(
+        raw.iter()
+            .enumerate()
+            .map(|(i, value)| EmailAddress::parse(&format!("to[{i}]"), value)),
+    )?;
+    let mut unique: Vec<String> = Vec::with_capacity(parsed.len());
+    for address in parsed {
+        let address = String::from(address);
+        if !unique.iter().any(|u| u.eq_ignore_ascii_case(&address)) {
+            unique.push(address);
+        }
+    }
+    Some(unique)
+}
+
+fn check_digest(digest_seconds: Option<u32>) -> Result<Option<u32>, ValidationError> {
+    match digest_seconds {
+        Some(seconds) if !(1..=MAX_DIGEST_SECONDS).contains(&seconds) => {
+            Err(ValidationError::new(
+                "digest_seconds",
+                format!("must be between 1 and {MAX_DIGEST_SECONDS} (or left out, or null)"),
+            ))
+        }
+        _ => Ok(digest_seconds),
+    }
+}
+
+/// The channel after a PATCH of its fields, which must be those of the subscriber's kind:
+/// `Some(None)` when none is given, `None` when a problem was recorded.
+fn patch_channel(
+    problems: &mut Problems,
+    current: &Channel,
+    request: &mut UpdateSubscriberRequest,
+    allow_private: bool,
+) -> Option<Option<Channel>> {
+    match current {
+        Channel::Webhook { .. } => {
+            other_kinds_fields(
+                problems,
+                "webhook",
+                &[
+                    ("to", request.to.is_some()),
+                    ("digest_seconds", request.digest_seconds.is_some()),
+                ],
+            )?;
+            when_present(request.url.take(), |raw| {
+                problems
+                    .check(WebhookUrl::parse("url", &raw, allow_private))
+                    .map(webhook)
+            })
+        }
+        Channel::Email { to, digest_seconds } => {
+            other_kinds_fields(problems, "email", &[("url", request.url.is_some())])?;
+            if request.to.is_none() && request.digest_seconds.is_none() {
+                return Some(None);
+            }
+            let new_to = match request.to.take() {
+                Some(raw) => check_recipients(problems, &raw),
+                None => Some(to.clone()),
+            };
+            let new_digest = match request.digest_seconds.take() {
+                Some(seconds) => problems.check(check_digest(seconds)),
+                None => Some(*digest_seconds),
+            };
+            Some(Some(Channel::Email {
+                to: new_to?,
+                digest_seconds: new_digest?,
+            }))
+        }
+        Channel::Slack { .. } => other_kinds_fields(
+            problems,
+            "slack",
+            &[
+                ("url", request.url.is_some()),
+                ("to", request.to.is_some()),
+                ("digest_seconds", request.digest_seconds.is_some()),
+            ],
+        )
+        .map(|()| None),
     }
 }
 
@@ -317,13 +505,8 @@ async fn create_subscriber(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<CreateSubscriberRequest>,
 ) -> Result<(StatusCode, Json<SubscriberWithSecret>), ApiError> {
-    let allow_private = state.settings.delivery.allow_private_targets;
     let mut problems = Problems::default();
-    let channel = problems.check(check_channel(
-        &request.kind,
-        request.url.as_deref(),
-        allow_private,
-    ));
+    let channel = check_channel(&mut problems, &request, &state.settings);
     let event_types = when_present(request.event_types, |raw| {
         check_filter(&mut problems, "event_types", &raw, EventType::parse)
     });
@@ -339,6 +522,8 @@ async fn create_subscriber(
         return Err(problems.into());
     };
 
+    // The store keeps a secret for every subscriber; for kinds that are not signed it is never
+    // used nor shown.
     let secret = SigningSecret::generate();
     let now = Utc::now();
     let subscriber = state
@@ -422,16 +607,24 @@ async fn get_subscriber(
 async fn update_subscriber(
     State(state): State<AppState>,
     ApiPath(raw_id): ApiPath<String>,
-    ApiJson(request): ApiJson<UpdateSubscriberRequest>,
+    ApiJson(mut request): ApiJson<UpdateSubscriberRequest>,
 ) -> Result<Json<SubscriberView>, ApiError> {
     let id = path_id("subscriber", &raw_id, SubscriberId::parse)?;
     let allow_private = state.settings.delivery.allow_private_targets;
     let mut problems = Problems::default();
-    let channel = when_present(request.url, |raw| {
-        problems
-            .check(WebhookUrl::parse("url", &raw, allow_private))
-            .map(webhook)
-    });
+    // A channel field only makes sense for the subscriber's kind, so that is read first.
+    let touches_channel =
+        request.url.is_some() || request.to.is_some() || request.digest_seconds.is_some();
+    let channel = if touches_channel {
+        let current = state
+            .store
+            .get_subscriber(&id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("subscriber", raw_id.clone()))?;
+        patch_channel(&mut problems, &current.channel, &mut request, allow_private)
+    } else {
+        Some(None)
+    };
     let event_types = when_present(request.event_types, |filter| {
         when_present(filter, |raw| {
             check_filter(&mut problems, "event_types", &raw, EventType::parse)
@@ -501,6 +694,7 @@ async fn delete_subscriber(
     responses(
         (status = 200, description = "The new secret; the only response showing it", body = SubscriberWithSecret),
         (status = 404, description = "Unknown subscriber", body = ErrorBody),
+        (status = 409, description = "Not a webhook subscriber: nothing is signed", body = ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all, fields(subscriber_id = %raw_id))]
@@ -509,6 +703,16 @@ async fn rotate_secret(
     ApiPath(raw_id): ApiPath<String>,
 ) -> Result<Json<SubscriberWithSecret>, ApiError> {
     let id = path_id("subscriber", &raw_id, SubscriberId::parse)?;
+    let current = state
+        .store
+        .get_subscriber(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("subscriber", raw_id.clone()))?;
+    if !is_signed(&current.channel) {
+        return Err(ApiError::Conflict(
+            "only webhook subscribers have signing secrets".to_owned(),
+        ));
+    }
     let secret = SigningSecret::generate();
     let now = Utc::now();
     let old_expires_at = after(now, state.settings.delivery.secret_rotation_grace);

@@ -1,6 +1,7 @@
 //! Channels: how a delivery reaches a subscriber. One module per channel, each behind
 //! [`ChannelSender`]: send one delivery, classify the outcome. Retry timing is the dispatcher's.
 
+pub mod email;
 mod http;
 pub mod webhook;
 
@@ -48,19 +49,30 @@ pub trait ChannelSender: Send + Sync {
 pub enum ChannelError {
     #[error("cannot build the webhook HTTP client")]
     WebhookClient(#[source] reqwest::Error),
+    #[error("cannot set up e-mail")]
+    Email(#[from] email::EmailError),
 }
 
 /// Every channel's sender, built once per process; routes a delivery by its subscriber's channel.
 #[derive(Debug, Clone)]
 pub struct Channels {
     webhook: webhook::WebhookSender,
+    /// Only when `email.smtp_url` is configured.
+    email: Option<email::EmailSender>,
 }
 
 impl Channels {
     pub fn new(settings: &DeliverySettings) -> Result<Self, ChannelError> {
         Ok(Self {
             webhook: webhook::WebhookSender::new(settings).map_err(ChannelError::WebhookClient)?,
+            email: None,
         })
+    }
+
+    /// Sends e-mail subscribers' deliveries through `email`.
+    pub fn with_email(mut self, email: email::EmailSender) -> Self {
+        self.email = Some(email);
+        self
     }
 }
 
@@ -75,9 +87,18 @@ impl ChannelSender for Channels {
         };
         match &first.subscriber.channel {
             Channel::Webhook { .. } => self.webhook.send(deliveries, now).await,
-            // Placeholder until the e-mail and Slack channels land (issue 3): the admin API
-            // does not create such subscribers yet.
-            Channel::Email { .. } | Channel::Slack { .. } => SendOutcome::Permanent {
+            Channel::Email { .. } => match &self.email {
+                Some(email) => email.send(deliveries, now).await,
+                None => SendOutcome::Permanent {
+                    status: None,
+                    excerpt: None,
+                    error: Some("e-mail is not configured: set email.smtp_url".to_owned()),
+                    disable_subscriber: None,
+                },
+            },
+            // Placeholder until the Slack channel lands (issue 3): the admin API does not
+            // create such subscribers yet.
+            Channel::Slack { .. } => SendOutcome::Permanent {
                 status: None,
                 excerpt: None,
                 error: Some("this channel kind is not available in this build".to_owned()),

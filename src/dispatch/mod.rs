@@ -9,6 +9,7 @@ pub use retry::{retry_delay, MAX_RETRY_AFTER};
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use rand::Rng;
+use std::collections::hash_map::{Entry, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -16,7 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::channels::{ChannelSender, Channels, SendOutcome};
 use crate::config::DeliverySettings;
-use crate::store::{AttemptRecord, AttemptResolution, ClaimedDelivery, Store, StoreError};
+use crate::domain::{OrderId, SubscriberId};
+use crate::store::{
+    AttemptRecord, AttemptResolution, Channel, ClaimedDelivery, Store, StoreError,
+};
 
 /// How long past the send timeout a claim holds: room to record the batch's attempts.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
@@ -30,9 +34,45 @@ pub struct Dispatcher {
     waker: Arc<Notify>,
 }
 
-/// Splits a claimed batch into sends: one delivery each.
+/// Splits a claimed batch into sends: an e-mail digest subscriber's deliveries of one order
+/// go together (the fan-out made them due together), in the order their events were detected;
+/// every other delivery goes alone.
 fn sends(batch: Vec<ClaimedDelivery>) -> Vec<Vec<ClaimedDelivery>> {
-    batch.into_iter().map(|delivery| vec![delivery]).collect()
+    let mut sends: Vec<Vec<ClaimedDelivery>> = Vec::with_capacity(batch.len());
+    let mut digests: HashMap<(SubscriberId, OrderId), usize> = HashMap::new();
+    for delivery in batch {
+        let is_digest = matches!(
+            delivery.subscriber.channel,
+            Channel::Email {
+                digest_seconds: Some(_),
+                ..
+            }
+        );
+        if !is_digest {
+            sends.push(vec![delivery]);
+            continue;
+        }
+        match digests.entry((delivery.subscriber.id.clone(), delivery.order_id.clone())) {
+            Entry::Occupied(entry) => sends[*entry.get()].push(delivery),
+            Entry::Vacant(entry) => {
+                entry.insert(sends.len());
+                sends.push(vec![delivery]);
+            }
+        }
+    }
+    for &index in digests.values() {
+        // Stable: events detected together keep the claim's (insertion) order.
+        sends[index].sort_by_key(|delivery| delivery.event_created_at);
+    }
+    sends
+}
+
+/// What a group's retry time is computed from, shared by its deliveries.
+struct RetryBasis {
+    /// Attempts made before this one.
+    attempts_made: u32,
+    /// Where in the jitter band the wait falls, in `[-1, 1]`.
+    spread: f64,
 }
 
 fn log_attempt(delivery: &ClaimedDelivery, record: &AttemptRecord) {
@@ -107,15 +147,20 @@ impl Dispatcher {
     }
 
     /// One send of a group of deliveries to one subscriber; every delivery in it shares the
-    /// outcome.
+    /// outcome, and a retry time, so the group stays together (a digest e-mail keeps its
+    /// Message-ID). The group's least-tried delivery sets that time: none is given up early.
     async fn attempt(&self, group: &[ClaimedDelivery]) -> Vec<AttemptRecord> {
         let at = Utc::now();
         let outcome = self.channels.send(group, at).await;
         let finished = Utc::now();
+        let retry = RetryBasis {
+            attempts_made: group.iter().map(|d| d.attempts_made).min().unwrap_or(0),
+            spread: rand::thread_rng().gen_range(-1.0..=1.0),
+        };
         group
             .iter()
             .map(|delivery| {
-                let record = self.record(delivery, at, finished, outcome.clone());
+                let record = self.record(delivery, at, finished, &retry, outcome.clone());
                 log_attempt(delivery, &record);
                 record
             })
@@ -128,6 +173,7 @@ impl Dispatcher {
         delivery: &ClaimedDelivery,
         at: DateTime<Utc>,
         finished: DateTime<Utc>,
+        retry: &RetryBasis,
         outcome: SendOutcome,
     ) -> AttemptRecord {
         let (resolution, status_code, response_excerpt, error, disable) = match outcome {
@@ -140,13 +186,12 @@ impl Dispatcher {
                 excerpt,
                 error,
             } => {
-                let spread = rand::thread_rng().gen_range(-1.0..=1.0);
                 let resolution = match retry_delay(
                     &self.settings.retry_schedule,
                     self.settings.retry_jitter,
-                    delivery.attempts_made + 1,
+                    retry.attempts_made + 1,
                     after,
-                    spread,
+                    retry.spread,
                 ) {
                     Some(wait) => AttemptResolution::RetryAt(
                         finished
