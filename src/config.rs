@@ -165,8 +165,9 @@ pub struct DeliverySettings {
 #[serde(deny_unknown_fields)]
 pub struct TemplateSettings {
     /// Folder of e-mail and Slack templates, read at start-up (restyle without rebuilding).
-    #[serde(default = "default_templates_dir")]
-    pub dir: PathBuf,
+    /// Files in it override the built-in defaults file by file; unset means built-ins only.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
 }
 
 /// How TLS is used towards the SMTP server.
@@ -214,9 +215,6 @@ pub struct SlackSettings {
     pub messages_per_second: f64,
 }
 
-fn default_templates_dir() -> PathBuf {
-    PathBuf::from("templates")
-}
 fn default_smtp_timeout() -> Duration {
     Duration::from_secs(30)
 }

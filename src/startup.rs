@@ -9,6 +9,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AppState};
+use crate::channels::email::EmailSender;
 use crate::channels::{ChannelError, Channels};
 use crate::config::{ConfigError, Settings};
 use crate::dispatch::Dispatcher;
@@ -16,6 +17,7 @@ use crate::instacart::{InstacartClient, InstacartError};
 use crate::poller::Poller;
 use crate::store::{self, StoreError};
 use crate::telemetry::error_chain;
+use crate::templates::{TemplateError, Templates};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -25,6 +27,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("could not set up the delivery channels")]
     Channels(#[from] ChannelError),
+    #[error("could not load the message templates")]
+    Templates(#[from] TemplateError),
     #[error("could not set up the Instacart client")]
     Instacart(#[from] InstacartError),
     #[error("could not listen on {addr}")]
@@ -51,6 +55,7 @@ pub struct Application {
     state: AppState,
     poller: Arc<Poller>,
     dispatcher: Arc<Dispatcher>,
+    templates: Templates,
     background_tasks: bool,
 }
 
@@ -61,8 +66,14 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         settings.validate()?;
         let instacart = InstacartClient::new(&settings.instacart, settings.instacart_auth()?)?;
-        let channels = Channels::new(&settings.delivery)?;
+        let templates = Templates::load(settings.templates.dir.as_deref())?;
         let store = store::open(&settings.store.url).await?;
+        let mut channels = Channels::new(&settings.delivery)?;
+        if settings.email.smtp_url.is_some() {
+            let email = EmailSender::new(&settings.email, templates.clone(), store.clone())
+                .map_err(ChannelError::from)?;
+            channels = channels.with_email(email);
+        }
         let addr = settings.server.listen;
         let bind_error = |source| StartupError::Bind { addr, source };
         let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
@@ -89,6 +100,7 @@ impl Application {
             state,
             poller,
             dispatcher,
+            templates,
             background_tasks: true,
         })
     }
@@ -106,6 +118,11 @@ impl Application {
 
     pub fn dispatcher(&self) -> Arc<Dispatcher> {
         self.dispatcher.clone()
+    }
+
+    /// The e-mail and Slack templates, loaded and checked at build.
+    pub fn templates(&self) -> &Templates {
+        &self.templates
     }
 
     pub fn port(&self) -> u16 {

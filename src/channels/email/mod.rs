@@ -37,7 +37,7 @@ pub struct EmailSender {
     transport: smtp::Transport,
     from: Mailbox,
     reply_to: Option<Mailbox>,
-    templates: Arc<Templates>,
+    templates: Templates,
     store: Arc<dyn Store>,
 }
 
@@ -55,7 +55,7 @@ impl EmailSender {
     /// Builds the sender for validated `settings`; `store` keeps the order threads.
     pub fn new(
         settings: &EmailSettings,
-        templates: Arc<Templates>,
+        templates: Templates,
         store: Arc<dyn Store>,
     ) -> Result<Self, EmailError> {
         let from = settings.from.as_deref().ok_or(EmailError::NotConfigured)?;

@@ -1,0 +1,357 @@
+//! What people see: e-mail and Slack messages rendered from the Jinja templates in the repo's
+//! `templates/` folder (embedded at compile time), overridable file by file from a folder read at
+//! start-up, so a retailer can restyle without rebuilding. `templates/README.md` documents the
+//! variables.
+
+mod builtin;
+mod context;
+mod sample;
+mod slack;
+
+use minijinja::syntax::SyntaxConfig;
+use minijinja::value::Serde;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use serde_json::{json, Value as Json};
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::domain::{EventId, EventType, OrderId};
+pub use context::EventContext;
+
+/// The loaded, parsed templates; cheap to clone.
+#[derive(Clone)]
+pub struct Templates {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    env: Environment<'static>,
+    /// Where each template came from (an override's path, or the built-in name), for errors.
+    origins: HashMap<String, String>,
+}
+
+/// An e-mail's three parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedEmail {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// A Slack message: `text` is the notification / fallback text, `blocks` the Block Kit blocks,
+/// both within Slack's limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlackMessage {
+    pub text: String,
+    pub blocks: Vec<Json>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("templates folder {} does not exist or is not a folder", dir.display())]
+    DirNotFound { dir: PathBuf },
+    #[error("could not read template file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{file}:{line}: template syntax error: {detail}")]
+    Syntax {
+        file: String,
+        line: usize,
+        detail: String,
+        #[source]
+        source: minijinja::Error,
+    },
+    #[error("{file}:{line}: could not render: {detail}")]
+    Render {
+        file: String,
+        line: usize,
+        detail: String,
+        #[source]
+        source: minijinja::Error,
+    },
+    #[error("{file} did not render to a JSON array of Slack blocks")]
+    SlackBlocks {
+        file: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("event {event_id} has a payload that is not an event")]
+    Payload {
+        event_id: EventId,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("event {event_id} ({event_type}) has no `{field}`")]
+    MissingField {
+        event_id: EventId,
+        event_type: EventType,
+        field: &'static str,
+    },
+    #[error("a digest needs at least one event")]
+    EmptyDigest,
+    #[error("a digest is about one order, but got events of {first} and {other}")]
+    MixedOrders { first: OrderId, other: OrderId },
+}
+
+impl Templates {
+    /// Built-in defaults (the repo's templates/ embedded at compile time) overridden file by file
+    /// by `dir` when given. Every template is parsed now, and then rendered once against sample
+    /// events of every type, so a syntax error, a missing include or invalid Slack JSON is
+    /// reported here with the file name and line, never at the first event. An explicitly given
+    /// dir that does not exist is an error.
+    #[tracing::instrument(skip_all, fields(dir = ?dir))]
+    pub fn load(dir: Option<&Path>) -> Result<Templates, TemplateError> {
+        let mut sources: Vec<(String, String, String)> = builtin::TEMPLATES
+            .iter()
+            .map(|(name, source)| {
+                let origin = format!("built-in templates/{name}");
+                (name.to_string(), origin, source.to_string())
+            })
+            .collect();
+        if let Some(dir) = dir {
+            if !dir.is_dir() {
+                return Err(TemplateError::DirNotFound {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            read_overrides(dir, dir, &mut sources)?;
+        }
+
+        let mut env = environment();
+        let mut origins = HashMap::new();
+        // Later entries (overrides) replace earlier ones (built-ins) of the same name.
+        for (name, origin, source) in sources {
+            env.add_template_owned(name.clone(), source)
+                .map_err(|source| TemplateError::Syntax {
+                    file: origin.clone(),
+                    line: source.line().unwrap_or(0),
+                    detail: source.detail().unwrap_or_default().to_owned(),
+                    source,
+                })?;
+            origins.insert(name, origin);
+        }
+        let templates = Templates {
+            inner: Arc::new(Inner { env, origins }),
+        };
+        templates.check()?;
+        tracing::debug!(count = templates.inner.origins.len(), "templates loaded");
+        Ok(templates)
+    }
+
+    pub fn email(&self, event: &EventContext) -> Result<RenderedEmail, TemplateError> {
+        let ctx = single_context(event);
+        let prefix = format!("email/{}", event.event_type());
+        self.render_email(&prefix, &ctx, event.order_id())
+    }
+
+    /// Several events of ONE order, oldest first, as one e-mail (digest).
+    pub fn email_digest(&self, events: &[EventContext]) -> Result<RenderedEmail, TemplateError> {
+        let (first, last) = match events {
+            [first, .., last] => (first, last),
+            [only] => (only, only),
+            [] => return Err(TemplateError::EmptyDigest),
+        };
+        if let Some(other) = events.iter().find(|e| e.order_id() != first.order_id()) {
+            return Err(TemplateError::MixedOrders {
+                first: first.order_id().clone(),
+                other: other.order_id().clone(),
+            });
+        }
+        let views: Vec<_> = events.iter().map(EventContext::view).collect();
+        let parties = last.view();
+        let ctx = json!({
+            "digest": true,
+            "events": views,
+            "count": events.len(),
+            "order_id": first.order_id(),
+            "customer": parties.customer,
+            "current_shopper": parties.current_shopper,
+            "customer_name": parties.customer_name,
+            "shopper_name": parties.shopper_name,
+        });
+        self.render_email("email/digest", &ctx, first.order_id())
+    }
+
+    pub fn slack(&self, event: &EventContext) -> Result<SlackMessage, TemplateError> {
+        let mut ctx = single_context(event);
+        slack::escape_context(&mut ctx);
+        let prefix = format!("slack/{}", event.event_type());
+        let blocks_name = format!("{prefix}.json");
+        let rendered = self.render(&blocks_name, &ctx)?;
+        let mut blocks: Vec<Json> =
+            serde_json::from_str(&rendered).map_err(|source| TemplateError::SlackBlocks {
+                file: self.origin(&blocks_name),
+                source,
+            })?;
+        slack::enforce_limits(&mut blocks);
+        let text = self.render(&format!("{prefix}.txt"), &ctx)?;
+        let text = match text.trim() {
+            "" => fallback(event.order_id()),
+            text => slack::truncate(text, slack::MAX_MESSAGE_TEXT_CHARS)
+                .unwrap_or_else(|| text.to_owned()),
+        };
+        Ok(SlackMessage { text, blocks })
+    }
+
+    fn render_email(
+        &self,
+        prefix: &str,
+        ctx: &Json,
+        order_id: &OrderId,
+    ) -> Result<RenderedEmail, TemplateError> {
+        // A subject is one header line, whatever the template or the text in it.
+        let subject = self.render(&format!("{prefix}.subject.txt"), ctx)?;
+        let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
+        Ok(RenderedEmail {
+            subject: if subject.is_empty() {
+                fallback(order_id)
+            } else {
+                subject
+            },
+            text: self.render(&format!("{prefix}.txt"), ctx)?,
+            html: self.render(&format!("{prefix}.html"), ctx)?,
+        })
+    }
+
+    fn render(&self, name: &str, ctx: &Json) -> Result<String, TemplateError> {
+        let render_error = |source: minijinja::Error| TemplateError::Render {
+            file: self.origin(source.name().unwrap_or(name)),
+            line: source.line().unwrap_or(0),
+            detail: source.detail().unwrap_or_default().to_owned(),
+            source,
+        };
+        self.inner
+            .env
+            .get_template(name)
+            .and_then(|t| t.render(Serde(ctx)))
+            .map_err(render_error)
+    }
+
+    fn origin(&self, name: &str) -> String {
+        self.inner
+            .origins
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_owned())
+    }
+
+    /// Renders every entry point once against sample events, so errors that parsing cannot see
+    /// (a missing include, an unknown filter, an undefined variable, invalid Slack JSON) stop
+    /// start-up instead of the first delivery.
+    fn check(&self) -> Result<(), TemplateError> {
+        let events = sample::events();
+        for event in &events {
+            self.email(event)?;
+            self.slack(event)?;
+        }
+        self.email_digest(&events)?;
+        Ok(())
+    }
+}
+
+fn fallback(order_id: &OrderId) -> String {
+    format!("New event for order {order_id}")
+}
+
+fn single_context(event: &EventContext) -> Json {
+    let view = event.view();
+    json!({
+        "digest": false,
+        "event": view,
+        "order_id": view.order_id,
+        "customer": view.customer,
+        "current_shopper": view.current_shopper,
+        "customer_name": view.customer_name,
+        "shopper_name": view.shopper_name,
+    })
+}
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_syntax(
+        SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .expect("default delimiters are valid"),
+    );
+    // Printing an undefined variable is an error, caught by `Templates::check` at start-up,
+    // instead of a silently empty spot in a message; `{% if x %}` still works for optional ones.
+    env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
+    env.set_auto_escape_callback(|name| {
+        if name.starts_with("slack/") && name.ends_with(".json") {
+            AutoEscape::Custom(slack::JSON_STRING.into())
+        } else if name.ends_with(".html") {
+            AutoEscape::Html
+        } else {
+            AutoEscape::None
+        }
+    });
+    env.set_formatter(slack::formatter);
+    env.add_filter("datetime", datetime);
+    env.add_filter("truncate", |value: String, length: Option<usize>| {
+        slack::truncate(&value, length.unwrap_or(80).max(1)).unwrap_or(value)
+    });
+    env
+}
+
+/// `{{ event.timestamp|datetime }}` → "2021-01-01 00:10 UTC"; takes a chrono format string.
+fn datetime(value: String, format: Option<String>) -> Result<String, minijinja::Error> {
+    let parsed = chrono::DateTime::parse_from_rfc3339(&value).map_err(|err| {
+        minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!("{value:?} is not an RFC 3339 time"),
+        )
+        .with_source(err)
+    })?;
+    let format = format.as_deref().unwrap_or("%Y-%m-%d %H:%M UTC");
+    Ok(parsed
+        .with_timezone(&chrono::Utc)
+        .format(format)
+        .to_string())
+}
+
+/// Adds every template file under `dir` (`.html`, `.txt`, `.json`) named by its path relative
+/// to `root` with `/` separators, as the built-ins are.
+fn read_overrides(
+    root: &Path,
+    dir: &Path,
+    out: &mut Vec<(String, String, String)>,
+) -> Result<(), TemplateError> {
+    let read_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| TemplateError::Read { path, source }
+    };
+    let mut entries = std::fs::read_dir(dir)
+        .and_then(|entries| entries.collect::<Result<Vec<_>, _>>())
+        .map_err(read_error(dir))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        if path.is_dir() {
+            read_overrides(root, &path, out)?;
+            continue;
+        }
+        let is_template = path
+            .extension()
+            .is_some_and(|ext| ext == "html" || ext == "txt" || ext == "json");
+        if !is_template {
+            continue;
+        }
+        let source = std::fs::read_to_string(&path).map_err(read_error(&path))?;
+        let name = path
+            .strip_prefix(root)
+            .unwrap_or(&path)
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        out.push((name, path.display().to_string(), source));
+    }
+    Ok(())
+}
