@@ -480,7 +480,10 @@ impl EmailSettings {
 }
 
 /// `Name <address>` or a bare address.
-pub fn parse_mailbox(key: &'static str, value: &str) -> Result<lettre::message::Mailbox, ConfigError> {
+pub fn parse_mailbox(
+    key: &'static str,
+    value: &str,
+) -> Result<lettre::message::Mailbox, ConfigError> {
     value.parse().map_err(|_| {
         ConfigError::invalid(
             key,

@@ -280,11 +280,7 @@ fn check_channel(
 }
 
 /// Refuses the fields in `present` that are set: they belong to other kinds than `kind`.
-fn other_kinds_fields(
-    problems: &mut Problems,
-    kind: &str,
-    present: &[(&str, bool)],
-) -> Option<()> {
+fn other_kinds_fields(problems: &mut Problems, kind: &str, present: &[(&str, bool)]) -> Option<()> {
     let results = present.iter().filter(|(_, set)| *set).map(|(field, _)| {
         Err::<(), _>(ValidationError::new(
             *field,
@@ -355,12 +351,10 @@ fn check_recipients(problems: &mut Problems, raw: &[String]) -> Option<Vec<Strin
 
 fn check_digest(digest_seconds: Option<u32>) -> Result<Option<u32>, ValidationError> {
     match digest_seconds {
-        Some(seconds) if !(1..=MAX_DIGEST_SECONDS).contains(&seconds) => {
-            Err(ValidationError::new(
-                "digest_seconds",
-                format!("must be between 1 and {MAX_DIGEST_SECONDS} (or left out, or null)"),
-            ))
-        }
+        Some(seconds) if !(1..=MAX_DIGEST_SECONDS).contains(&seconds) => Err(ValidationError::new(
+            "digest_seconds",
+            format!("must be between 1 and {MAX_DIGEST_SECONDS} (or left out, or null)"),
+        )),
         _ => Ok(digest_seconds),
     }
 }

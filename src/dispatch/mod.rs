@@ -18,9 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::channels::{ChannelSender, Channels, SendOutcome};
 use crate::config::DeliverySettings;
 use crate::domain::{OrderId, SubscriberId};
-use crate::store::{
-    AttemptRecord, AttemptResolution, Channel, ClaimedDelivery, Store, StoreError,
-};
+use crate::store::{AttemptRecord, AttemptResolution, Channel, ClaimedDelivery, Store, StoreError};
 
 /// How long past the send timeout a claim holds: room to record the batch's attempts.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
@@ -281,5 +279,73 @@ impl Dispatcher {
             () = tokio::time::sleep(wait) => {}
             () = cancel.cancelled() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{DeliveryId, EventId, EventType};
+    use crate::store::{SubscriberFilter, SubscriberStatus};
+
+    fn subscriber(channel: Channel) -> crate::store::Subscriber {
+        crate::store::Subscriber {
+            id: SubscriberId::generate(),
+            channel,
+            filter: SubscriberFilter::default(),
+            description: None,
+            status: SubscriberStatus::Active,
+            disabled_reason: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            secrets: Vec::new(),
+        }
+    }
+
+    fn delivery(
+        subscriber: &crate::store::Subscriber,
+        order: &str,
+        message: i64,
+        detected_secs_ago: i64,
+    ) -> ClaimedDelivery {
+        let order_id = OrderId::parse("order_id", order).unwrap();
+        ClaimedDelivery {
+            id: DeliveryId::generate(),
+            event_id: EventId::derive(EventType::ChatMessageCreated, &order_id, Some(message)),
+            event_type: EventType::ChatMessageCreated,
+            order_id,
+            event_created_at: Utc::now() - chrono::Duration::seconds(detected_secs_ago),
+            payload: Arc::from("{}"),
+            attempts_made: 0,
+            subscriber: subscriber.clone(),
+        }
+    }
+
+    #[test]
+    fn a_digest_subscribers_deliveries_of_one_order_go_as_one_send_in_detection_order() {
+        let digest = subscriber(Channel::Email {
+            to: vec!["staff@store.example".to_owned()],
+            digest_seconds: Some(60),
+        });
+        let plain = subscriber(Channel::Email {
+            to: vec!["ops@store.example".to_owned()],
+            digest_seconds: None,
+        });
+        let batch = vec![
+            delivery(&digest, "1", 2, 5),
+            delivery(&plain, "1", 1, 9),
+            delivery(&digest, "2", 1, 9),
+            delivery(&plain, "1", 2, 5),
+            delivery(&digest, "1", 1, 9),
+        ];
+        let ids = |picks: &[usize]| -> Vec<EventId> {
+            picks.iter().map(|&i| batch[i].event_id.clone()).collect()
+        };
+        let expected = [ids(&[4, 0]), ids(&[1]), ids(&[2]), ids(&[3])];
+        let found: Vec<Vec<EventId>> = sends(batch.clone())
+            .iter()
+            .map(|send| send.iter().map(|d| d.event_id.clone()).collect())
+            .collect();
+        assert_eq!(found, expected);
     }
 }

@@ -364,20 +364,29 @@ struct FanOutTarget {
     digest_ms: Option<i64>,
 }
 
+#[derive(sqlx::FromRow)]
+struct FanOutRow {
+    id: String,
+    event_types: Option<String>,
+    order_ids: Option<String>,
+    digest_seconds: Option<i64>,
+}
+
 async fn active_filters(conn: &mut SqliteConnection) -> StoreResult<Vec<FanOutTarget>> {
-    let rows: Vec<(String, Option<String>, Option<String>, Option<i64>)> = sqlx::query_as(
+    let rows: Vec<FanOutRow> = sqlx::query_as(
         "SELECT id, event_types, order_ids, \
              CASE WHEN config ->> '$.kind' = 'email' THEN config ->> '$.digest_seconds' END \
+                 AS digest_seconds \
          FROM subscribers WHERE status = 'active'",
     )
     .fetch_all(conn)
     .await?;
     rows.into_iter()
-        .map(|(id, types, orders, digest_seconds)| {
+        .map(|row| {
             Ok(FanOutTarget {
-                id,
-                filter: decode_filter(types.as_deref(), orders.as_deref())?,
-                digest_ms: digest_seconds.map(|s| s.saturating_mul(1000)),
+                id: row.id,
+                filter: decode_filter(row.event_types.as_deref(), row.order_ids.as_deref())?,
+                digest_ms: row.digest_seconds.map(|s| s.saturating_mul(1000)),
             })
         })
         .collect()

@@ -24,7 +24,10 @@ pub fn message_id<'a>(event_ids: impl IntoIterator<Item = &'a EventId>) -> Strin
                 hasher.update([0]);
             }
             let digest = hasher.finalize();
-            format!("<digest_{}@{MESSAGE_ID_DOMAIN}>", hex::encode(&digest[..16]))
+            format!(
+                "<digest_{}@{MESSAGE_ID_DOMAIN}>",
+                hex::encode(&digest[..16])
+            )
         }
     }
 }
@@ -66,7 +69,10 @@ pub fn compose(
             .in_reply_to(root.to_owned())
             .references(root.to_owned());
     }
-    builder.multipart(MultiPart::alternative_plain_html(content.text, content.html))
+    builder.multipart(MultiPart::alternative_plain_html(
+        content.text,
+        content.html,
+    ))
 }
 
 /// A subject is one header line: whatever a template or a shopper put in it, line breaks and
@@ -119,9 +125,18 @@ mod tests {
         )
         .unwrap();
         let raw = String::from_utf8(message.formatted()).unwrap();
-        assert!(raw.contains("Subject: Hi Bcc: thief@evil.example there\r\n"), "{raw}");
+        assert!(
+            raw.contains("Subject: Hi Bcc: thief@evil.example there\r\n"),
+            "{raw}"
+        );
         assert!(!raw.contains("\r\nBcc:"), "{raw}");
-        assert!(raw.contains("In-Reply-To: <evt_0@shopper-bridge>\r\n"), "{raw}");
-        assert!(raw.contains("References: <evt_0@shopper-bridge>\r\n"), "{raw}");
+        assert!(
+            raw.contains("In-Reply-To: <evt_0@shopper-bridge>\r\n"),
+            "{raw}"
+        );
+        assert!(
+            raw.contains("References: <evt_0@shopper-bridge>\r\n"),
+            "{raw}"
+        );
     }
 }

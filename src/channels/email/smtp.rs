@@ -19,7 +19,10 @@ pub type Transport = AsyncSmtpTransport<Tokio1Executor>;
 /// The transport for `settings` (validated, `smtp_url` set). Connections open lazily and are
 /// pooled, so building it needs no server.
 pub fn transport(settings: &EmailSettings) -> Result<Transport, EmailError> {
-    let url = settings.smtp_url.as_ref().ok_or(EmailError::NotConfigured)?;
+    let url = settings
+        .smtp_url
+        .as_ref()
+        .ok_or(EmailError::NotConfigured)?;
     // Unbracketed, as a socket address and a TLS server name want an IPv6 host.
     let host = match url.host() {
         Some(Host::Domain(domain)) => domain.to_owned(),
@@ -30,7 +33,9 @@ pub fn transport(settings: &EmailSettings) -> Result<Transport, EmailError> {
     let mode = settings.tls_mode();
     let tls = match mode {
         SmtpTls::None => Tls::None,
-        SmtpTls::Starttls => Tls::Required(TlsParameters::new(host.clone()).map_err(EmailError::Tls)?),
+        SmtpTls::Starttls => {
+            Tls::Required(TlsParameters::new(host.clone()).map_err(EmailError::Tls)?)
+        }
         SmtpTls::Tls => Tls::Wrapper(TlsParameters::new(host.clone()).map_err(EmailError::Tls)?),
     };
     let port = url.port().unwrap_or(match mode {
