@@ -1,21 +1,31 @@
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::Router;
 use chrono::{DateTime, Utc};
 use rand::distributions::{Alphanumeric, DistString};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::future::Future;
 use std::path::Path;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use tempfile::TempDir;
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockBuilder, MockServer, ResponseTemplate};
 
+use shopper_bridge::channels::webhook::HEADER_ID;
 use shopper_bridge::config::Settings;
 use shopper_bridge::dispatch::Dispatcher;
-use shopper_bridge::domain::{EventId, EventType, OrderId};
+use shopper_bridge::domain::{EventId, EventType, OrderId, SigningSecret};
 use shopper_bridge::poller::{PollRound, Poller};
-use shopper_bridge::startup::Application;
+use shopper_bridge::startup::{Application, RunError};
 use shopper_bridge::store::{
     AttemptRecord, AttemptResolution, NewEvent, OrderState, PollCommit, PollProgress, Store,
 };
@@ -38,8 +48,25 @@ pub struct TestApp {
     pub dispatcher: Arc<Dispatcher>,
     /// The SQLite file behind `store`.
     pub db_url: String,
+    background_tasks: bool,
     cancel: CancellationToken,
-    _dir: TempDir,
+    running: Option<JoinHandle<Result<(), RunError>>>,
+    /// Kept by [`StoppedApp`] for the next app on the same SQLite file.
+    dir: Arc<TempDir>,
+}
+
+/// What a stopped app leaves behind: its SQLite file, for a restart.
+pub struct StoppedApp {
+    dir: Arc<TempDir>,
+    background_tasks: bool,
+}
+
+impl StoppedApp {
+    /// Starts another app on the same SQLite file, with background loops if the stopped one had
+    /// them; `configure` adjusts fresh [`test_settings`] as in [`spawn_app_with`].
+    pub async fn start_with(self, configure: impl FnOnce(&mut Settings)) -> TestApp {
+        spawn(self.dir, configure, self.background_tasks).await
+    }
 }
 
 impl Drop for TestApp {
@@ -60,8 +87,8 @@ pub fn test_settings(dir: &Path) -> Settings {
     settings.server.listen = ([127, 0, 0, 1], 0).into();
     settings.server.admin_token = Some(SecretString::from(admin_token));
     settings.store.url = format!("sqlite://{}", dir.join("bridge.db").display());
-    // Nothing reaches Instacart in these tests; the settings only need to be complete.
-    settings.instacart.token = Some(SecretString::from("unused-connect-token".to_owned()));
+    // Tests that reach Connect point `base_url` at a mock (see `use_connect`).
+    settings.instacart.token = Some(SecretString::from("test-connect-token".to_owned()));
     settings.delivery.allow_private_targets = true;
     settings
 }
@@ -70,18 +97,25 @@ pub fn test_settings(dir: &Path) -> Settings {
 /// its HTTP API. Nothing polls or delivers until the test calls [`TestApp::poll_once`] or
 /// [`TestApp::deliver_next`], so every step is deterministic.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
-    spawn(configure, false).await
+    spawn(new_dir(), configure, false).await
 }
 
 /// Like [`spawn_app_with`], with the poller and dispatcher running in the background, as
 /// `shopper-bridge serve` runs them.
 pub async fn spawn_running_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
-    spawn(configure, true).await
+    spawn(new_dir(), configure, true).await
 }
 
-async fn spawn(configure: impl FnOnce(&mut Settings), background_tasks: bool) -> TestApp {
+fn new_dir() -> Arc<TempDir> {
+    Arc::new(tempfile::tempdir().expect("temp dir"))
+}
+
+async fn spawn(
+    dir: Arc<TempDir>,
+    configure: impl FnOnce(&mut Settings),
+    background_tasks: bool,
+) -> TestApp {
     LazyLock::force(&TRACING);
-    let dir = tempfile::tempdir().expect("temp dir");
     let mut settings = test_settings(dir.path());
     configure(&mut settings);
     let admin_token = settings
@@ -103,7 +137,7 @@ async fn spawn(configure: impl FnOnce(&mut Settings), background_tasks: bool) ->
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
     let cancel = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(cancel.clone()));
+    let running = tokio::spawn(app.run_until_stopped(cancel.clone()));
 
     TestApp {
         address,
@@ -115,14 +149,64 @@ async fn spawn(configure: impl FnOnce(&mut Settings), background_tasks: bool) ->
         poller,
         dispatcher,
         db_url,
+        background_tasks,
         cancel,
-        _dir: dir,
+        running: Some(running),
+        dir,
     }
 }
 
 impl TestApp {
     pub async fn poll_once(&self) -> PollRound {
         self.poller.poll_once().await.expect("poll round")
+    }
+
+    /// Waits (bounded) until every watched order is due, then polls.
+    pub async fn poll_when_due(&self) -> PollRound {
+        wait_until("every watched order falls due", || async {
+            let orders = self.store.list_orders().await.expect("list_orders");
+            let now = Utc::now();
+            orders
+                .iter()
+                .filter(|o| o.state == OrderState::Watching)
+                .all(|o| o.next_poll_at.is_none_or(|due| due <= now))
+        })
+        .await;
+        self.poll_once().await
+    }
+
+    /// Stops the app as `serve` stops on a signal, and waits until its server and loops ended.
+    pub async fn stop(mut self) -> StoppedApp {
+        self.cancel.cancel();
+        if let Some(running) = self.running.take() {
+            running
+                .await
+                .expect("app task joins")
+                .expect("app stops cleanly");
+        }
+        StoppedApp {
+            dir: Arc::clone(&self.dir),
+            background_tasks: self.background_tasks,
+        }
+    }
+
+    /// `GET /v1/orders/{order_id}`.
+    pub async fn order(&self, order_id: &str) -> Value {
+        json_body(
+            self.get(&format!("/v1/orders/{order_id}")).await,
+            StatusCode::OK,
+        )
+        .await
+    }
+
+    /// `GET /v1/deliveries{query}`'s `data`.
+    pub async fn deliveries(&self, query: &str) -> Vec<Value> {
+        let body = json_body(
+            self.get(&format!("/v1/deliveries{query}")).await,
+            StatusCode::OK,
+        )
+        .await;
+        body["data"].as_array().expect("data").clone()
     }
 
     pub async fn deliver_next(&self) -> usize {
@@ -186,6 +270,20 @@ impl TestApp {
             StatusCode::CREATED,
         )
         .await
+    }
+
+    /// A webhook subscriber to `url` for the listed event types (every type when empty).
+    pub async fn subscribe(&self, url: &str, event_types: &[&str]) -> Subscription {
+        let mut body = json!({"kind": "webhook", "url": url});
+        if !event_types.is_empty() {
+            body["event_types"] = json!(event_types);
+        }
+        let created = self.create_subscriber(body).await;
+        let secret = created["secret"].as_str().expect("secret");
+        Subscription {
+            id: created["id"].as_str().expect("id").to_owned(),
+            secret: SigningSecret::parse("secret", secret).expect("a whsec_ secret"),
+        }
     }
 
     /// A webhook subscriber for every event.
@@ -315,4 +413,141 @@ pub async fn was_woken(wake: &Notify) -> bool {
     tokio::time::timeout(Duration::from_secs(1), wake.notified())
         .await
         .is_ok()
+}
+
+/// How long a test waits for something that should happen.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(20);
+
+/// Checks `done` every few milliseconds until it holds; panics naming `what` after [`WAIT_LIMIT`].
+pub async fn wait_until<F, Fut>(what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
+    while !done().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up after {WAIT_LIMIT:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// ---------------------------------------------------------------- Instacart Connect (wiremock)
+
+/// Points the app at `connect` (the static token of [`test_settings`] authenticates).
+pub fn use_connect(settings: &mut Settings, connect: &MockServer) {
+    settings.instacart.base_url = connect.uri().parse().expect("mock URL");
+}
+
+/// Every watched order is due again a millisecond after each poll.
+pub fn poll_continuously(settings: &mut Settings) {
+    settings.poller.interval = Duration::from_millis(1);
+    settings.poller.jitter = 0.0;
+}
+
+/// `tests/fixtures/{name}.json`: a payload of the seed pages, verbatim.
+pub fn fixture(name: &str) -> Value {
+    let path = format!("{}/tests/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A mock for `GET {path}`.
+pub fn on_get(path_: impl Into<String>) -> MockBuilder {
+    Mock::given(method("GET")).and(path(path_))
+}
+
+/// `200` with `body` as JSON.
+pub fn ok_json(body: &Value) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(body)
+}
+
+pub fn order_messages_path(order_id: &str) -> String {
+    format!("/v2/post_checkout/orders/{order_id}/order_messages")
+}
+
+pub fn chat_messages_path(order_id: &str) -> String {
+    format!("/v2/post_checkout/chat/{order_id}/messages")
+}
+
+/// An error answer as the seed pages document them: `{"error":{"message","code"},"meta":{}}`.
+pub fn connect_error(status: u16, message: &str, code: Option<i64>) -> ResponseTemplate {
+    ResponseTemplate::new(status)
+        .set_body_json(json!({"error": {"message": message, "code": code}, "meta": {}}))
+}
+
+// ---------------------------------------------------------------- a webhook receiver
+
+/// A subscriber as created over the API, with the secret only its creation response shows.
+pub struct Subscription {
+    pub id: String,
+    pub secret: SigningSecret,
+}
+
+#[derive(Clone)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn webhook_id(&self) -> &str {
+        self.headers
+            .get(HEADER_ID)
+            .and_then(|v| v.to_str().ok())
+            .expect("a webhook-id header")
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    script: Mutex<VecDeque<u16>>,
+    requests: Mutex<Vec<Received>>,
+}
+
+/// A real axum server on loopback that records every request and answers the scripted statuses
+/// in order, then 200.
+pub struct Receiver {
+    pub url: String,
+    state: Arc<ReceiverState>,
+}
+
+impl Receiver {
+    pub async fn start(script: &[u16]) -> Self {
+        let state = Arc::new(ReceiverState::default());
+        state.script.lock().unwrap().extend(script);
+        let app = Router::new()
+            .fallback(receive)
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("receiver serves") });
+        Self { url, state }
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.state.requests.lock().unwrap().clone()
+    }
+}
+
+async fn receive(
+    State(state): State<Arc<ReceiverState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    state
+        .requests
+        .lock()
+        .unwrap()
+        .push(Received { headers, body });
+    let status = state.script.lock().unwrap().pop_front().unwrap_or(200);
+    StatusCode::from_u16(status).expect("a valid status")
 }

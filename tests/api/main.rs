@@ -1,8 +1,11 @@
-//! The admin API through real HTTP against a real SQLite store.
+//! The service through its public interfaces: the admin API over real HTTP on a real SQLite
+//! store, the poller against a mocked Connect API, and webhooks to real receivers.
 
 mod deliveries;
 mod helpers;
 mod hygiene;
 mod orders;
+mod pipeline;
+mod polling;
 mod startup;
 mod subscribers;
