@@ -297,8 +297,8 @@ async fn later_emails_about_an_order_reply_to_its_first_email() {
     assert!(root.in_reply_to.is_empty(), "{root:?}");
     assert!(root.references.is_empty(), "{root:?}");
     for reply in &emails[1..3] {
-        assert_eq!(reply.in_reply_to, [root.message_id.clone()], "{reply:?}");
-        assert_eq!(reply.references, [root.message_id.clone()], "{reply:?}");
+        assert_eq!(reply.in_reply_to, [root.message_id.as_str()], "{reply:?}");
+        assert_eq!(reply.references, [root.message_id.as_str()], "{reply:?}");
         assert_ne!(reply.message_id, root.message_id);
     }
     let other_order = &emails[3];
@@ -517,6 +517,9 @@ async fn the_configured_credentials_log_in_and_a_refused_login_never_shows_the_p
     assert!(!listed.contains("a wrong guess"), "{listed}");
 }
 
+/// Makes valid settings invalid one way.
+type Breaks = fn(&mut Settings);
+
 #[test]
 fn email_settings_are_checked_at_start_up() {
     let dir = tempfile::tempdir().unwrap();
@@ -535,7 +538,7 @@ fn email_settings_are_checked_at_start_up() {
     unset.email.from = Some("not checked while e-mail is off".to_owned());
     unset.validate().expect("no smtp_url: e-mail is off");
 
-    let cases: [(&str, fn(&mut Settings)); 7] = [
+    let cases: [(&str, Breaks); 7] = [
         ("`email.smtp_url` must use smtp:// or smtps://", |s| {
             s.email.smtp_url = Some("https://mail.store.example".parse().unwrap());
         }),
