@@ -9,10 +9,12 @@ mod sample;
 mod slack;
 
 use minijinja::syntax::SyntaxConfig;
-use minijinja::value::Serde;
+use minijinja::value::{Serde, Value};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use serde::Serialize;
 use serde_json::{json, Value as Json};
 use std::collections::HashMap;
+use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,6 +26,14 @@ pub use context::EventContext;
 #[derive(Clone)]
 pub struct Templates {
     inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Templates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut files: Vec<_> = self.inner.origins.values().collect();
+        files.sort();
+        f.debug_struct("Templates").field("files", &files).finish()
+    }
 }
 
 struct Inner {
@@ -41,8 +51,8 @@ pub struct RenderedEmail {
 }
 
 /// A Slack message: `text` is the notification / fallback text, `blocks` the Block Kit blocks,
-/// both within Slack's limits.
-#[derive(Debug, Clone, PartialEq)]
+/// both within Slack's limits. Serializes as `{"text","blocks"}`, the core of a Slack payload.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SlackMessage {
     pub text: String,
     pub blocks: Vec<Json>,
@@ -144,9 +154,15 @@ impl Templates {
     }
 
     pub fn email(&self, event: &EventContext) -> Result<RenderedEmail, TemplateError> {
-        let ctx = single_context(event);
-        let prefix = format!("email/{}", event.event_type());
-        self.render_email(&prefix, &ctx, event.order_id())
+        let ctx = Value::from(Serde(single_context(event)));
+        // The frames include `email/<event type>.html` / `.txt` for the content.
+        let subject = format!("email/{}.subject.txt", event.event_type());
+        let parts = EmailParts {
+            subject: &subject,
+            text: "email/base.txt",
+            html: "email/base.html",
+        };
+        self.render_email(parts, &ctx, event.order_id())
     }
 
     /// Several events of ONE order, oldest first, as one e-mail (digest).
@@ -164,7 +180,7 @@ impl Templates {
         }
         let views: Vec<_> = events.iter().map(EventContext::view).collect();
         let parties = last.view();
-        let ctx = json!({
+        let ctx = Value::from(Serde(json!({
             "digest": true,
             "events": views,
             "count": events.len(),
@@ -173,13 +189,19 @@ impl Templates {
             "current_shopper": parties.current_shopper,
             "customer_name": parties.customer_name,
             "shopper_name": parties.shopper_name,
-        });
-        self.render_email("email/digest", &ctx, first.order_id())
+        })));
+        let parts = EmailParts {
+            subject: "email/digest.subject.txt",
+            text: "email/digest.txt",
+            html: "email/digest.html",
+        };
+        self.render_email(parts, &ctx, first.order_id())
     }
 
     pub fn slack(&self, event: &EventContext) -> Result<SlackMessage, TemplateError> {
         let mut ctx = single_context(event);
         slack::escape_context(&mut ctx);
+        let ctx = Value::from(Serde(ctx));
         let prefix = format!("slack/{}", event.event_type());
         let blocks_name = format!("{prefix}.json");
         let rendered = self.render(&blocks_name, &ctx)?;
@@ -200,12 +222,12 @@ impl Templates {
 
     fn render_email(
         &self,
-        prefix: &str,
-        ctx: &Json,
+        parts: EmailParts<'_>,
+        ctx: &Value,
         order_id: &OrderId,
     ) -> Result<RenderedEmail, TemplateError> {
         // A subject is one header line, whatever the template or the text in it.
-        let subject = self.render(&format!("{prefix}.subject.txt"), ctx)?;
+        let subject = self.render(parts.subject, ctx)?;
         let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
         Ok(RenderedEmail {
             subject: if subject.is_empty() {
@@ -213,22 +235,33 @@ impl Templates {
             } else {
                 subject
             },
-            text: self.render(&format!("{prefix}.txt"), ctx)?,
-            html: self.render(&format!("{prefix}.html"), ctx)?,
+            text: self.render(parts.text, ctx)?,
+            html: self.render(parts.html, ctx)?,
         })
     }
 
-    fn render(&self, name: &str, ctx: &Json) -> Result<String, TemplateError> {
-        let render_error = |source: minijinja::Error| TemplateError::Render {
-            file: self.origin(source.name().unwrap_or(name)),
-            line: source.line().unwrap_or(0),
-            detail: source.detail().unwrap_or_default().to_owned(),
-            source,
+    fn render(&self, name: &str, ctx: &Value) -> Result<String, TemplateError> {
+        let render_error = |source: minijinja::Error| {
+            // An error in an included template arrives wrapped ("error in ..."): name the
+            // innermost template, where the author has to look.
+            let mut at = &source;
+            while let Some(inner) = std::error::Error::source(at)
+                .and_then(|e| e.downcast_ref::<minijinja::Error>())
+                .filter(|e| e.name().is_some())
+            {
+                at = inner;
+            }
+            TemplateError::Render {
+                file: self.origin(at.name().unwrap_or(name)),
+                line: at.line().unwrap_or(0),
+                detail: at.detail().unwrap_or_default().to_owned(),
+                source,
+            }
         };
         self.inner
             .env
             .get_template(name)
-            .and_then(|t| t.render(Serde(ctx)))
+            .and_then(|t| t.render(ctx))
             .map_err(render_error)
     }
 
@@ -252,6 +285,13 @@ impl Templates {
         self.email_digest(&events)?;
         Ok(())
     }
+}
+
+/// The entry templates of one kind of e-mail.
+struct EmailParts<'a> {
+    subject: &'a str,
+    text: &'a str,
+    html: &'a str,
 }
 
 fn fallback(order_id: &OrderId) -> String {
@@ -354,4 +394,37 @@ fn read_overrides(
         out.push((name, path.display().to_string(), source));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_can_be_shared_across_tasks() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<Templates>();
+        assert_send_sync::<EventContext>();
+    }
+
+    #[test]
+    fn none_prints_as_nothing_in_every_kind_of_template() {
+        let env = environment();
+        for name in ["a.txt", "a.html", "slack/a.json"] {
+            let out = env
+                .render_named_str(name, "[{{ x }}]", Value::from(Serde(json!({"x": null}))))
+                .unwrap();
+            assert_eq!(out, "[]", "{name}");
+        }
+    }
+
+    #[test]
+    fn slack_json_values_are_written_as_string_content() {
+        let ctx = Value::from(Serde(json!({"x": "a \"b\" \\ c\n", "n": 3})));
+        let out = environment()
+            .render_named_str("slack/a.json", r#"["{{ x }}", "{{ n }}"]"#, ctx)
+            .unwrap();
+        let parsed: Vec<String> = serde_json::from_str(&out).unwrap();
+        assert_eq!(parsed, ["a \"b\" \\ c\n", "3"]);
+    }
 }

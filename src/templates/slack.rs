@@ -54,16 +54,16 @@ pub(super) fn escape_context(value: &mut Json) {
     }
 }
 
-/// The formatter: [`JSON_STRING`] escaping for `.json` templates, minijinja's default otherwise.
+/// The formatter of every template: `none` prints as nothing (an absent image is an empty spot,
+/// not the word "none"), [`JSON_STRING`] escaping for Slack `.json` templates, minijinja's
+/// default otherwise.
 pub(super) fn formatter(out: &mut Output, state: &mut State, value: &Value) -> Result<(), Error> {
+    if value.is_none() {
+        return Ok(());
+    }
     match state.auto_escape() {
         AutoEscape::Custom(name) if name == JSON_STRING && !value.is_safe() => {
-            let text = if value.is_none() || value.is_undefined() {
-                String::new()
-            } else {
-                value.to_string()
-            };
-            let quoted = Json::String(text).to_string();
+            let quoted = Json::String(value.to_string()).to_string();
             out.write_str(&quoted[1..quoted.len() - 1])
                 .map_err(Error::from)
         }
