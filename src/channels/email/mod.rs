@@ -18,7 +18,7 @@ use std::sync::Arc;
 use super::{ChannelSender, SendOutcome};
 use crate::config::{parse_mailbox, ConfigError, EmailSettings};
 use crate::store::{Channel, ClaimedDelivery, Store};
-use crate::templates::{EventContext, Templates};
+use crate::templates::{EventContext, TemplateError, Templates};
 use message::{compose, Addressing, Content};
 
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +111,7 @@ impl ChannelSender for EmailSender {
 
         let content = match self.render(deliveries) {
             Ok(content) => content,
-            Err(error) => return permanent(error),
+            Err(error) => return permanent(format!("cannot render the e-mail: {error}")),
         };
         let message_id = message_id(deliveries.iter().map(|d| &d.event_id));
         // Claimed before sending, so mails sent at once agree on the root; a retry of the root
@@ -151,17 +151,15 @@ impl ChannelSender for EmailSender {
 
 impl EmailSender {
     /// One event's mail, or a digest listing several.
-    fn render(&self, deliveries: &[ClaimedDelivery]) -> Result<Content, String> {
+    fn render(&self, deliveries: &[ClaimedDelivery]) -> Result<Content, TemplateError> {
         let contexts = deliveries
             .iter()
             .map(EventContext::from_delivery)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| format!("cannot read the event: {error}"))?;
+            .collect::<Result<Vec<_>, _>>()?;
         let rendered = match contexts.as_slice() {
-            [single] => self.templates.email(single),
-            many => self.templates.email_digest(many),
-        }
-        .map_err(|error| format!("cannot render the e-mail: {error}"))?;
+            [single] => self.templates.email(single)?,
+            many => self.templates.email_digest(many)?,
+        };
         Ok(Content {
             subject: rendered.subject,
             text: rendered.text,
