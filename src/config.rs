@@ -215,6 +215,30 @@ pub struct SlackSettings {
     pub messages_per_second: f64,
 }
 
+impl SlackSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !matches!(self.api_base_url.scheme(), "http" | "https") {
+            return Err(ConfigError::invalid(
+                "slack.api_base_url",
+                "must use http or https",
+            ));
+        }
+        if !(self.messages_per_second.is_finite() && self.messages_per_second > 0.0) {
+            return Err(ConfigError::invalid(
+                "slack.messages_per_second",
+                "must be a number greater than 0",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The least time between two messages to one Slack subscriber.
+    pub fn send_interval(&self) -> Duration {
+        // Saturates for a rate too small to express (and for an unvalidated one).
+        Duration::try_from_secs_f64(1.0 / self.messages_per_second).unwrap_or(Duration::MAX)
+    }
+}
+
 fn default_smtp_timeout() -> Duration {
     Duration::from_secs(30)
 }
@@ -353,6 +377,7 @@ impl Settings {
             ));
         }
         self.instacart_auth()?;
+        self.slack.validate()?;
         positive("instacart.timeout", self.instacart.timeout)?;
         positive("poller.interval", self.poller.interval)?;
         positive("poller.max_backoff", self.poller.max_backoff)?;

@@ -9,7 +9,6 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AppState};
-use crate::channels::email::EmailSender;
 use crate::channels::{ChannelError, Channels};
 use crate::config::{ConfigError, Settings};
 use crate::dispatch::Dispatcher;
@@ -68,12 +67,7 @@ impl Application {
         let instacart = InstacartClient::new(&settings.instacart, settings.instacart_auth()?)?;
         let templates = Templates::load(settings.templates.dir.as_deref())?;
         let store = store::open(&settings.store.url).await?;
-        let mut channels = Channels::new(&settings.delivery)?;
-        if settings.email.smtp_url.is_some() {
-            let email = EmailSender::new(&settings.email, templates.clone(), store.clone())
-                .map_err(ChannelError::from)?;
-            channels = channels.with_email(email);
-        }
+        let channels = Channels::new(&settings, templates.clone(), store.clone())?;
         let addr = settings.server.listen;
         let bind_error = |source| StartupError::Bind { addr, source };
         let listener = TcpListener::bind(addr).await.map_err(bind_error)?;

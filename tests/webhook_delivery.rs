@@ -19,13 +19,14 @@ use shopper_bridge::channels::webhook::{
     verify_headers, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, USER_AGENT,
 };
 use shopper_bridge::channels::Channels;
-use shopper_bridge::config::DeliverySettings;
+use shopper_bridge::config::{DeliverySettings, Settings};
 use shopper_bridge::dispatch::Dispatcher;
 use shopper_bridge::domain::{EventId, EventType, OrderId, SigningSecret, SubscriberId};
 use shopper_bridge::store::{
     self, Channel, Delivery, DeliveryFilter, DeliveryStatus, NewEvent, NewSubscriber, OrderState,
     PollCommit, PollProgress, Store, SubscriberFilter, SubscriberStatus,
 };
+use shopper_bridge::templates::Templates;
 
 const WAIT_LIMIT: Duration = Duration::from_secs(10);
 
@@ -165,7 +166,9 @@ async fn bridge(settings: DeliverySettings) -> Bridge {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/x.db", dir.path().display());
     let store = store::open(&url).await.unwrap();
-    let channels = Channels::new(&settings).unwrap();
+    let mut all: Settings = serde_json::from_value(serde_json::json!({})).unwrap();
+    all.delivery = settings.clone();
+    let channels = Channels::new(&all, Templates::load(None).unwrap(), Arc::clone(&store)).unwrap();
     let dispatcher = Arc::new(Dispatcher::new(
         Arc::clone(&store),
         channels,

@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::time::Duration;
 use utoipa::ToSchema;
@@ -18,6 +19,7 @@ use utoipa_axum::routes;
 use super::error::{when_present, ApiError, ErrorBody, Problems};
 use super::extract::{path_id, ApiJson, ApiPath};
 use super::AppState;
+use crate::channels::slack::TargetFields;
 use crate::config::Settings;
 use crate::domain::{
     EmailAddress, EventType, OrderId, SigningSecret, SubscriberId, ValidationError, WebhookUrl,
@@ -48,12 +50,22 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSubscriberRequest {
-    /// How the subscriber is reached: `webhook` or `email`.
+    /// How the subscriber is reached: `webhook`, `slack` or `email`.
     #[schema(example = "webhook")]
     pub kind: String,
     /// Required for `webhook`: an http(s) URL.
     #[schema(example = "https://hooks.example.com/instacart")]
     pub url: Option<String>,
+    /// `slack` with an incoming webhook: its URL (https). A credential: shown masked.
+    #[schema(value_type = Option<String>, example = "https://hooks.slack.com/services/T000/B000/XXXX")]
+    pub webhook_url: Option<SecretString>,
+    /// `slack` through the Web API: a bot token (`xoxb-...`), with `channel`. A credential:
+    /// shown masked. With a bot token, each order gets its own thread.
+    #[schema(value_type = Option<String>, example = "xoxb-1234-5678-abcd")]
+    pub bot_token: Option<SecretString>,
+    /// `slack` with `bot_token`: the channel ID (or `#name`) to post in.
+    #[schema(example = "C0123ABCD")]
+    pub channel: Option<String>,
     /// Required for `email`: the recipients' addresses.
     #[schema(example = json!(["staff@store.example"]))]
     pub to: Option<Vec<String>>,
@@ -69,14 +81,22 @@ pub struct CreateSubscriberRequest {
 }
 
 /// A partial update: absent fields stay as they are; `null` clears a filter or the description.
+/// A subscriber keeps its kind: only its own kind's target fields may change.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSubscriberRequest {
-    /// `webhook` only.
     pub url: Option<String>,
-    /// `email` only: replaces the recipients.
+    /// `slack`: switches to this incoming webhook.
+    #[schema(value_type = Option<String>)]
+    pub webhook_url: Option<SecretString>,
+    /// `slack`: a new bot token (`channel` is kept unless given too).
+    #[schema(value_type = Option<String>)]
+    pub bot_token: Option<SecretString>,
+    /// `slack`: a new channel for the bot (the token is kept unless given too).
+    pub channel: Option<String>,
+    /// `email`: replaces the recipients.
     pub to: Option<Vec<String>>,
-    /// `email` only; `null` sends one e-mail per event again.
+    /// `email`; `null` sends one e-mail per event again.
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<u32>, nullable)]
     pub digest_seconds: Option<Option<u32>>,
@@ -252,50 +272,68 @@ fn check_channel(
     request: &CreateSubscriberRequest,
     settings: &Settings,
 ) -> Option<Channel> {
+    let allow_private = settings.delivery.allow_private_targets;
     match request.kind.as_str() {
-        "webhook" => {
-            let misplaced = other_kinds_fields(
-                problems,
-                "webhook",
-                &[
-                    ("to", request.to.is_some()),
-                    ("digest_seconds", request.digest_seconds.is_some()),
-                ],
-            );
-            let url = problems.check(request.url.as_deref().ok_or_else(|| {
-                ValidationError::new("url", "is required for webhook subscribers")
-            }))?;
-            let allow_private = settings.delivery.allow_private_targets;
-            let channel = problems
-                .check(WebhookUrl::parse("url", url, allow_private))
-                .map(webhook);
-            misplaced.and(channel)
-        }
         "email" => check_email(problems, request, settings),
-        _ => problems.check(Err(ValidationError::new(
-            "kind",
-            "must be one of webhook, email",
-        ))),
+        _ => problems.check(check_target(request, allow_private)),
     }
 }
 
-/// Refuses the fields in `present` that are set: they belong to other kinds than `kind`.
-fn other_kinds_fields(problems: &mut Problems, kind: &str, present: &[(&str, bool)]) -> Option<()> {
-    let results = present.iter().filter(|(_, set)| *set).map(|(field, _)| {
-        Err::<(), _>(ValidationError::new(
-            *field,
-            format!("is not a field of {kind} subscribers"),
-        ))
-    });
-    problems.check_each(results).map(|_| ())
+/// A webhook's or a Slack subscriber's target.
+fn check_target(
+    request: &CreateSubscriberRequest,
+    allow_private: bool,
+) -> Result<Channel, ValidationError> {
+    let slack = slack_fields(&request.webhook_url, &request.bot_token, &request.channel);
+    if let Some(field) = email_field(request.to.is_some(), request.digest_seconds.is_some()) {
+        if matches!(request.kind.as_str(), "webhook" | "slack") {
+            return Err(foreign(field, "email"));
+        }
+    }
+    match request.kind.as_str() {
+        "webhook" => {
+            if let Some(field) = slack.first_given() {
+                return Err(foreign(field, "slack"));
+            }
+            let url = request.url.as_deref().ok_or_else(|| {
+                ValidationError::new("url", "is required for webhook subscribers")
+            })?;
+            Ok(webhook(WebhookUrl::parse("url", url, allow_private)?))
+        }
+        "slack" => {
+            if request.url.is_some() {
+                return Err(foreign("url", "webhook"));
+            }
+            Ok(Channel::Slack {
+                target: slack.target(allow_private)?,
+            })
+        }
+        _ => Err(ValidationError::new(
+            "kind",
+            "must be one of webhook, slack, email",
+        )),
+    }
 }
 
+/// The first e-mail-only field given.
+fn email_field(to: bool, digest_seconds: bool) -> Option<&'static str> {
+    [("to", to), ("digest_seconds", digest_seconds)]
+        .into_iter()
+        .find_map(|(field, given)| given.then_some(field))
+}
+
+/// An e-mail subscriber's recipients and digest window; every bad address is named.
 fn check_email(
     problems: &mut Problems,
     request: &CreateSubscriberRequest,
     settings: &Settings,
 ) -> Option<Channel> {
-    let misplaced = other_kinds_fields(problems, "email", &[("url", request.url.is_some())]);
+    let slack = slack_fields(&request.webhook_url, &request.bot_token, &request.channel);
+    let others = problems.check(match (request.url.is_some(), slack.first_given()) {
+        (true, _) => Err(foreign("url", "webhook")),
+        (false, Some(field)) => Err(foreign(field, "slack")),
+        (false, None) => Ok(()),
+    });
     // Refused up front: its deliveries could only be parked.
     let configured = problems.check(match settings.email.smtp_url {
         Some(_) => Ok(()),
@@ -312,7 +350,7 @@ fn check_email(
         ))),
     };
     let digest_seconds = problems.check(check_digest(request.digest_seconds));
-    misplaced?;
+    others?;
     configured?;
     Some(Channel::Email {
         to: to?,
@@ -359,59 +397,86 @@ fn check_digest(digest_seconds: Option<u32>) -> Result<Option<u32>, ValidationEr
     }
 }
 
-/// The channel after a PATCH of its fields, which must be those of the subscriber's kind:
-/// `Some(None)` when none is given, `None` when a problem was recorded.
-fn patch_channel(
+/// An e-mail subscriber's channel after a PATCH of `to` and `digest_seconds` (`Some(None)`:
+/// neither given; `None`: a problem was recorded).
+fn patch_email(
     problems: &mut Problems,
-    current: &Channel,
-    request: &mut UpdateSubscriberRequest,
-    allow_private: bool,
+    (to, digest_seconds): (&[String], Option<u32>),
+    request: &UpdateSubscriberRequest,
 ) -> Option<Option<Channel>> {
+    if request.to.is_none() && request.digest_seconds.is_none() {
+        return Some(None);
+    }
+    let new_to = match &request.to {
+        Some(raw) => check_recipients(problems, raw),
+        None => Some(to.to_vec()),
+    };
+    let new_digest = match request.digest_seconds {
+        Some(seconds) => problems.check(check_digest(seconds)),
+        None => Some(digest_seconds),
+    };
+    Some(Some(Channel::Email {
+        to: new_to?,
+        digest_seconds: new_digest?,
+    }))
+}
+
+/// The channel after a partial update of `current` (`None`: unchanged). The kind stays: a field
+/// of another kind is refused rather than silently turning, say, a Slack subscriber into a
+/// webhook.
+fn patch_channel(
+    current: &Channel,
+    request: &UpdateSubscriberRequest,
+    allow_private: bool,
+) -> Result<Option<Channel>, ValidationError> {
+    let slack = slack_fields(&request.webhook_url, &request.bot_token, &request.channel);
+    if let Some(field) = email_field(request.to.is_some(), request.digest_seconds.is_some()) {
+        if !matches!(current, Channel::Email { .. }) {
+            return Err(foreign(field, "email"));
+        }
+    }
     match current {
         Channel::Webhook { .. } => {
-            other_kinds_fields(
-                problems,
-                "webhook",
-                &[
-                    ("to", request.to.is_some()),
-                    ("digest_seconds", request.digest_seconds.is_some()),
-                ],
-            )?;
-            when_present(request.url.take(), |raw| {
-                problems
-                    .check(WebhookUrl::parse("url", &raw, allow_private))
-                    .map(webhook)
-            })
-        }
-        Channel::Email { to, digest_seconds } => {
-            other_kinds_fields(problems, "email", &[("url", request.url.is_some())])?;
-            if request.to.is_none() && request.digest_seconds.is_none() {
-                return Some(None);
+            if let Some(field) = slack.first_given() {
+                return Err(foreign(field, "slack"));
             }
-            let new_to = match request.to.take() {
-                Some(raw) => check_recipients(problems, &raw),
-                None => Some(to.clone()),
-            };
-            let new_digest = match request.digest_seconds.take() {
-                Some(seconds) => problems.check(check_digest(seconds)),
-                None => Some(*digest_seconds),
-            };
-            Some(Some(Channel::Email {
-                to: new_to?,
-                digest_seconds: new_digest?,
-            }))
+            request
+                .url
+                .as_deref()
+                .map(|raw| WebhookUrl::parse("url", raw, allow_private).map(webhook))
+                .transpose()
         }
-        Channel::Slack { .. } => other_kinds_fields(
-            problems,
-            "slack",
-            &[
-                ("url", request.url.is_some()),
-                ("to", request.to.is_some()),
-                ("digest_seconds", request.digest_seconds.is_some()),
-            ],
-        )
-        .map(|()| None),
+        Channel::Slack { target } => {
+            if request.url.is_some() {
+                return Err(foreign("url", "webhook"));
+            }
+            Ok(slack
+                .patch(target, allow_private)?
+                .map(|target| Channel::Slack { target }))
+        }
+        // Its own fields are `patch_email`'s, which reports every bad address.
+        Channel::Email { .. } => match (request.url.is_some(), slack.first_given()) {
+            (true, _) => Err(foreign("url", "webhook")),
+            (false, Some(field)) => Err(foreign(field, "slack")),
+            (false, None) => Ok(None),
+        },
     }
+}
+
+fn slack_fields<'a>(
+    webhook_url: &'a Option<SecretString>,
+    bot_token: &'a Option<SecretString>,
+    channel: &'a Option<String>,
+) -> TargetFields<'a> {
+    TargetFields {
+        webhook_url: webhook_url.as_ref().map(ExposeSecret::expose_secret),
+        bot_token: bot_token.as_ref().map(ExposeSecret::expose_secret),
+        channel: channel.as_deref(),
+    }
+}
+
+fn foreign(field: &str, kind: &str) -> ValidationError {
+    ValidationError::new(field, format!("applies to {kind} subscribers only"))
 }
 
 fn webhook(url: WebhookUrl) -> Channel {
@@ -601,21 +666,27 @@ async fn get_subscriber(
 async fn update_subscriber(
     State(state): State<AppState>,
     ApiPath(raw_id): ApiPath<String>,
-    ApiJson(mut request): ApiJson<UpdateSubscriberRequest>,
+    ApiJson(request): ApiJson<UpdateSubscriberRequest>,
 ) -> Result<Json<SubscriberView>, ApiError> {
     let id = path_id("subscriber", &raw_id, SubscriberId::parse)?;
     let allow_private = state.settings.delivery.allow_private_targets;
     let mut problems = Problems::default();
-    // A channel field only makes sense for the subscriber's kind, so that is read first.
-    let touches_channel =
-        request.url.is_some() || request.to.is_some() || request.digest_seconds.is_some();
-    let channel = if touches_channel {
+    let changes_target = request.url.is_some()
+        || !slack_fields(&request.webhook_url, &request.bot_token, &request.channel).is_empty()
+        || email_field(request.to.is_some(), request.digest_seconds.is_some()).is_some();
+    let channel = if changes_target {
         let current = state
             .store
             .get_subscriber(&id)
             .await?
             .ok_or_else(|| ApiError::not_found("subscriber", raw_id.clone()))?;
-        patch_channel(&mut problems, &current.channel, &mut request, allow_private)
+        let target = problems.check(patch_channel(&current.channel, &request, allow_private));
+        match &current.channel {
+            Channel::Email { to, digest_seconds } => {
+                target.and_then(|_| patch_email(&mut problems, (to, *digest_seconds), &request))
+            }
+            _ => target,
+        }
     } else {
         Some(None)
     };

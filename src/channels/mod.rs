@@ -3,14 +3,17 @@
 
 pub mod email;
 mod http;
+pub mod slack;
 pub mod webhook;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::DeliverySettings;
-use crate::store::{Channel, ClaimedDelivery};
+use crate::config::Settings;
+use crate::store::{Channel, ClaimedDelivery, Store};
+use crate::templates::Templates;
 
 /// What one attempt to send a delivery ended in. `status` and `excerpt` (the start of the
 /// response body) go to the attempt log; so does `error`, which must never hold a secret.
@@ -49,6 +52,8 @@ pub trait ChannelSender: Send + Sync {
 pub enum ChannelError {
     #[error("cannot build the webhook HTTP client")]
     WebhookClient(#[source] reqwest::Error),
+    #[error("`slack.api_base_url` cannot locate the Web API's methods")]
+    SlackApiUrl(#[source] url::ParseError),
     #[error("cannot set up e-mail")]
     Email(#[from] email::EmailError),
 }
@@ -57,22 +62,45 @@ pub enum ChannelError {
 #[derive(Debug, Clone)]
 pub struct Channels {
     webhook: webhook::WebhookSender,
+    slack: slack::SlackSender,
     /// Only when `email.smtp_url` is configured.
     email: Option<email::EmailSender>,
 }
 
 impl Channels {
-    pub fn new(settings: &DeliverySettings) -> Result<Self, ChannelError> {
+    /// `templates` render what people read; `store` keeps the conversation threads (Slack
+    /// `thread_ts`, e-mail Message-IDs) the channels start.
+    pub fn new(
+        settings: &Settings,
+        templates: Templates,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, ChannelError> {
+        let webhook =
+            webhook::WebhookSender::new(&settings.delivery).map_err(ChannelError::WebhookClient)?;
+        let email = match settings.email.smtp_url {
+            Some(_) => Some(email::EmailSender::new(
+                &settings.email,
+                templates.clone(),
+                store.clone(),
+            )?),
+            None => None,
+        };
+        let slack = slack::SlackSender::new(webhook.clone(), &settings.slack, templates, store)
+            .map_err(ChannelError::SlackApiUrl)?;
         Ok(Self {
-            webhook: webhook::WebhookSender::new(settings).map_err(ChannelError::WebhookClient)?,
-            email: None,
+            webhook,
+            slack,
+            email,
         })
     }
 
-    /// Sends e-mail subscribers' deliveries through `email`.
-    pub fn with_email(mut self, email: email::EmailSender) -> Self {
-        self.email = Some(email);
-        self
+    /// The least time between two sends to one subscriber on `channel`, where the channel
+    /// limits the rate (the dispatcher holds back what comes sooner).
+    pub fn send_interval(&self, channel: &Channel) -> Option<Duration> {
+        match channel {
+            Channel::Slack { .. } => Some(self.slack.interval()),
+            Channel::Webhook { .. } | Channel::Email { .. } => None,
+        }
     }
 }
 
@@ -87,6 +115,7 @@ impl ChannelSender for Channels {
         };
         match &first.subscriber.channel {
             Channel::Webhook { .. } => self.webhook.send(deliveries, now).await,
+            Channel::Slack { .. } => self.slack.send(deliveries, now).await,
             Channel::Email { .. } => match &self.email {
                 Some(email) => email.send(deliveries, now).await,
                 None => SendOutcome::Permanent {
@@ -95,14 +124,6 @@ impl ChannelSender for Channels {
                     error: Some("e-mail is not configured: set email.smtp_url".to_owned()),
                     disable_subscriber: None,
                 },
-            },
-            // Placeholder until the Slack channel lands (issue 3): the admin API does not
-            // create such subscribers yet.
-            Channel::Slack { .. } => SendOutcome::Permanent {
-                status: None,
-                excerpt: None,
-                error: Some("this channel kind is not available in this build".to_owned()),
-                disable_subscriber: None,
             },
         }
     }

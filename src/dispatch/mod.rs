@@ -2,6 +2,7 @@
 //! channel, and records every attempt of a batch in one write: delivered, retry scheduled, or
 //! parked as failed. At-least-once: a crash mid-batch leaves the claims to expire and be retried.
 
+mod rate;
 mod retry;
 
 pub use retry::{retry_delay, MAX_RETRY_AFTER};
@@ -30,6 +31,7 @@ pub struct Dispatcher {
     channels: Channels,
     settings: DeliverySettings,
     waker: Arc<Notify>,
+    pace: rate::SendPace,
 }
 
 /// Splits a claimed batch into sends: an e-mail digest subscriber's deliveries of one order
@@ -108,6 +110,7 @@ impl Dispatcher {
             channels,
             settings,
             waker,
+            pace: rate::SendPace::default(),
         }
     }
 
@@ -117,9 +120,10 @@ impl Dispatcher {
         Arc::clone(&self.waker)
     }
 
-    /// Claims one batch of due deliveries (up to `concurrency`), sends them concurrently and
-    /// records their attempts in one store call. Returns how many were handled; 0 when none
-    /// was due.
+    /// Claims one batch of due deliveries (up to `concurrency`), puts back those their
+    /// subscriber's send rate does not allow yet, sends the rest concurrently and records their
+    /// attempts in one store call. Returns how many were attempted; 0 when none was due (or all
+    /// were put back).
     #[tracing::instrument(skip_all)]
     pub async fn deliver_next(&self) -> Result<usize, StoreError> {
         let now = Utc::now();
@@ -130,6 +134,12 @@ impl Dispatcher {
             .store
             .claim_due_deliveries(now, lease_until, limit)
             .await?;
+        let batch = self
+            .pace
+            .admit(self.store.as_ref(), batch, now, |d| {
+                self.channels.send_interval(&d.subscriber.channel)
+            })
+            .await;
         if batch.is_empty() {
             return Ok(0);
         }

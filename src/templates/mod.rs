@@ -116,11 +116,12 @@ impl Templates {
     /// dir that does not exist is an error.
     #[tracing::instrument(skip_all, fields(dir = ?dir))]
     pub fn load(dir: Option<&Path>) -> Result<Templates, TemplateError> {
-        let mut sources: Vec<(String, String, String)> = builtin::TEMPLATES
+        let mut sources: Vec<Source> = builtin::TEMPLATES
             .iter()
-            .map(|(name, source)| {
-                let origin = format!("built-in templates/{name}");
-                (name.to_string(), origin, source.to_string())
+            .map(|(name, text)| Source {
+                name: name.to_string(),
+                origin: format!("built-in templates/{name}"),
+                text: text.to_string(),
             })
             .collect();
         if let Some(dir) = dir {
@@ -135,8 +136,8 @@ impl Templates {
         let mut env = environment();
         let mut origins = HashMap::new();
         // Later entries (overrides) replace earlier ones (built-ins) of the same name.
-        for (name, origin, source) in sources {
-            env.add_template_owned(name.clone(), source)
+        for Source { name, origin, text } in sources {
+            env.add_template_owned(name.clone(), text)
                 .map_err(|source| TemplateError::Syntax {
                     file: origin.clone(),
                     line: source.line().unwrap_or(0),
@@ -287,6 +288,15 @@ impl Templates {
     }
 }
 
+/// One template file before parsing.
+struct Source {
+    /// Relative to the templates folder, `/`-separated: `email/base.html`.
+    name: String,
+    /// What errors call it: the override's path or the built-in's name.
+    origin: String,
+    text: String,
+}
+
 /// The entry templates of one kind of e-mail.
 struct EmailParts<'a> {
     subject: &'a str,
@@ -358,11 +368,7 @@ fn datetime(value: String, format: Option<String>) -> Result<String, minijinja::
 
 /// Adds every template file under `dir` (`.html`, `.txt`, `.json`) named by its path relative
 /// to `root` with `/` separators, as the built-ins are.
-fn read_overrides(
-    root: &Path,
-    dir: &Path,
-    out: &mut Vec<(String, String, String)>,
-) -> Result<(), TemplateError> {
+fn read_overrides(root: &Path, dir: &Path, out: &mut Vec<Source>) -> Result<(), TemplateError> {
     let read_error = |path: &Path| {
         let path = path.to_path_buf();
         move |source| TemplateError::Read { path, source }
@@ -383,7 +389,7 @@ fn read_overrides(
         if !is_template {
             continue;
         }
-        let source = std::fs::read_to_string(&path).map_err(read_error(&path))?;
+        let text = std::fs::read_to_string(&path).map_err(read_error(&path))?;
         let name = path
             .strip_prefix(root)
             .unwrap_or(&path)
@@ -391,7 +397,11 @@ fn read_overrides(
             .map(|c| c.as_os_str().to_string_lossy())
             .collect::<Vec<_>>()
             .join("/");
-        out.push((name, path.display().to_string(), source));
+        out.push(Source {
+            name,
+            origin: path.display().to_string(),
+            text,
+        });
     }
     Ok(())
 }

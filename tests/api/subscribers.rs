@@ -118,7 +118,7 @@ async fn unknown_kinds_missing_urls_and_empty_filters_are_refused() {
         (
             json!({"kind": "carrier_pigeon", "url": "https://a.example"}),
             "kind",
-            "`kind` must be one of webhook, email",
+            "`kind` must be one of webhook, slack, email",
         ),
         (
             json!({"kind": "webhook"}),
@@ -422,7 +422,7 @@ async fn a_bad_email_address_is_a_422_naming_it() {
         [
             (
                 "url".to_owned(),
-                "`url` is not a field of email subscribers".to_owned()
+                "`url` applies to webhook subscribers only".to_owned()
             ),
             (
                 "to[1]".to_owned(),
@@ -457,7 +457,7 @@ async fn a_bad_email_address_is_a_422_naming_it() {
         (
             json!({"kind": "webhook", "url": "https://a.example", "to": ["a@store.example"]}),
             "to",
-            "`to` is not a field of webhook subscribers",
+            "`to` applies to email subscribers only",
         ),
     ] {
         let found = errors(
@@ -561,7 +561,7 @@ async fn patching_an_email_subscriber_changes_only_its_own_fields() {
         found,
         [(
             "digest_seconds".to_owned(),
-            "`digest_seconds` is not a field of webhook subscribers".to_owned()
+            "`digest_seconds` applies to email subscribers only".to_owned()
         )]
     );
 }

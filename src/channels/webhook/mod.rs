@@ -52,9 +52,14 @@ impl WebhookSender {
         })
     }
 
+    /// The pooled, guarded client; the Slack channel posts through it too.
+    pub(super) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     /// IP literals never reach the resolver, so the guard checks them here: the URL was checked
     /// when the subscriber was saved, but `allow_private_targets` may have been turned off since.
-    fn refuses_literal(&self, url: &Url) -> bool {
+    pub(super) fn refuses_literal(&self, url: &Url) -> bool {
         let ip = match url.host() {
             Some(Host::Ipv4(v4)) => IpAddr::V4(v4),
             Some(Host::Ipv6(v6)) => IpAddr::V6(v6),
