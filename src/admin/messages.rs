@@ -18,6 +18,7 @@ use super::extract::{path_id, ApiJson, ApiPath, ApiQuery};
 use super::AppState;
 use crate::domain::{MessageBody, OrderId, UserId};
 use crate::instacart::models::{MarkReadResponse, SendMessageResponse};
+use crate::telemetry::error_chain;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -114,6 +115,15 @@ async fn send_message(
         .send_message(&order_id, user_id.as_ref(), body.as_str())
         .await?;
     tracing::info!(message_id = sent.id, "message sent to the shopper");
+    // The message is out: a failure to remember it only costs its echo suppression, so the
+    // caller still learns it was sent.
+    if let Err(error) = state
+        .store
+        .record_sent_message(&order_id, sent.id, None, Utc::now())
+        .await
+    {
+        tracing::error!(error = %error_chain(&error), "could not record the sent message");
+    }
     Ok((StatusCode::CREATED, Json(sent.into())))
 }
 
