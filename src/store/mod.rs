@@ -456,6 +456,18 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Delivery>>;
 
+    // --- messages the bridge sent to the shopper
+    /// Remembers a message sent upstream on the retailer's behalf, and which subscriber it came
+    /// from (`None`: the admin API), so that when the poller sees it in the chat it is announced
+    /// as sent by the retailer and not echoed back to its origin. Idempotent.
+    async fn record_sent_message(
+        &self,
+        order_id: &OrderId,
+        message_id: i64,
+        origin: Option<&SubscriberId>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
     // --- conversation threads (an e-mail Message-ID, a Slack message ts)
     /// The thread one subscriber's messages about one order go into, if one was started.
     async fn thread_ref(
@@ -463,6 +475,13 @@ pub trait Store: Send + Sync + 'static {
         subscriber_id: &SubscriberId,
         order_id: &OrderId,
     ) -> StoreResult<Option<String>>;
+    /// The order whose thread, for this subscriber, is `thread_ref` (a reply in a Slack thread
+    /// goes to that order's shopper).
+    async fn order_for_thread(
+        &self,
+        subscriber_id: &SubscriberId,
+        thread_ref: &str,
+    ) -> StoreResult<Option<OrderId>>;
     /// Records `thread_ref` as the order's thread for the subscriber unless one exists already;
     /// returns the one in force.
     async fn save_thread_ref(

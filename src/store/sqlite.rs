@@ -1249,4 +1249,45 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(in_force)
     }
+
+    #[tracing::instrument(skip_all, fields(subscriber_id = %subscriber_id))]
+    async fn order_for_thread(
+        &self,
+        subscriber_id: &SubscriberId,
+        thread_ref: &str,
+    ) -> StoreResult<Option<OrderId>> {
+        let order: Option<String> = sqlx::query_scalar(
+            "SELECT order_id FROM threads WHERE subscriber_id = ?1 AND thread_ref = ?2",
+        )
+        .bind(subscriber_id.as_str())
+        .bind(thread_ref)
+        .fetch_optional(&self.reader)
+        .await?;
+        order
+            .map(|id| OrderId::parse("order_id", &id).map_err(invalid))
+            .transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(order_id = %order_id, message_id))]
+    async fn record_sent_message(
+        &self,
+        order_id: &OrderId,
+        message_id: i64,
+        origin: Option<&SubscriberId>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO sent_messages (order_id, message_id, origin_subscriber_id, sent_at) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (order_id, message_id) DO NOTHING",
+        )
+        .bind(order_id.as_str())
+        .bind(message_id)
+        .bind(origin.map(SubscriberId::as_str))
+        .bind(ms(at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }

@@ -4,6 +4,7 @@
 mod deliveries;
 mod helpers;
 mod hygiene;
+mod messages;
 mod orders;
 mod pipeline;
 mod polling;
