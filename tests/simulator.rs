@@ -754,7 +754,8 @@ async fn run_until_stopped_returns_promptly_after_cancel_despite_open_connection
 #[tokio::test]
 async fn empty_orders_have_people_but_no_messages_and_leave_existing_orders_alone() {
     let sim = start(config()).await;
-    sim.handle.add_empty_orders(&["900001", "900002", SEED_ORDER]);
+    sim.handle
+        .add_empty_orders(&["900001", "900002", SEED_ORDER]);
     let empty = sim.order_messages("900001").await;
     assert!(empty.chat_messages.is_empty() && empty.lifecycle_messages.is_empty());
     assert!(empty.metadata.current_shopper.is_some());
@@ -787,9 +788,9 @@ async fn timings_note_creation_and_the_first_whole_answer_carrying_each_message(
     .await;
     sim.handle.add_empty_orders(&["900001", "900002"]);
     let before = Instant::now();
-    let added = sim
-        .handle
-        .add_chat_messages(&[("900001", "one"), ("900001", "two"), ("900002", "x")]);
+    let added =
+        sim.handle
+            .add_chat_messages(&[("900001", "one"), ("900001", "two"), ("900002", "x")]);
     assert_eq!(sim.handle.orders_served(), 0);
     assert_eq!(sim.handle.take_timings(), Default::default());
 
@@ -817,7 +818,11 @@ async fn timings_note_creation_and_the_first_whole_answer_carrying_each_message(
         assert!(before <= timing.created && timing.created <= asked);
         assert!(asked <= timing.first_served && timing.first_served <= answered);
     }
-    assert_eq!(timings.poll_gaps.len(), 1, "one gap between two whole answers");
+    assert_eq!(
+        timings.poll_gaps.len(),
+        1,
+        "one gap between two whole answers"
+    );
     assert_eq!(sim.handle.orders_served(), 1);
 
     // The chat endpoint serves too; what was taken is not handed over again.

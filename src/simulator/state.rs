@@ -469,17 +469,22 @@ impl State {
         }
         if let Some(timings) = &mut self.timings {
             if let Some(previous) = previous {
-                timings.poll_gaps.push(now.saturating_duration_since(previous));
+                timings
+                    .poll_gaps
+                    .push(now.saturating_duration_since(previous));
             }
             timings
                 .served
-                .extend(order.unserved.drain(..).map(|(message_id, created)| {
-                    MessageTiming {
-                        message_id,
-                        created,
-                        first_served: now,
-                    }
-                }));
+                .extend(
+                    order
+                        .unserved
+                        .drain(..)
+                        .map(|(message_id, created)| MessageTiming {
+                            message_id,
+                            created,
+                            first_served: now,
+                        }),
+                );
         }
     }
 
@@ -489,7 +494,10 @@ impl State {
 
     /// Hands over the timings recorded since the last call (none unless recording).
     pub(super) fn take_timings(&mut self) -> Timings {
-        self.timings.as_mut().map(std::mem::take).unwrap_or_default()
+        self.timings
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Sends the customer's (already validated) message to the current shopper.
