@@ -39,6 +39,9 @@ async fn burst_delivers_every_message_once_to_every_subscriber_and_reports_zero_
     assert_eq!(latency.count, 20);
     assert!(report.latency_end_to_end.unwrap().p50_ms >= latency.p50_ms);
     assert!(report.polls > 0 && report.peak_rss_mib > 1.0 && report.bridge_cpu_s > 0.0);
+    assert!(report.bridge_threads_cpu_s.contains_key("tokio-rt-worker"));
+    let first = report.first_delivery_s.unwrap();
+    assert!(first <= report.elapsed_s && report.last_message_served_s.unwrap() <= report.elapsed_s);
     assert_eq!(report.bridge_exit, "exit status: 0");
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["scenario"], "burst");

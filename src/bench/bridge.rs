@@ -23,6 +23,9 @@ const REGISTER_CONCURRENCY: usize = 32;
 const RETRY_SCHEDULE: &[&str] = &[
     "20ms", "50ms", "100ms", "200ms", "300ms", "500ms", "1s", "1s", "2s", "2s",
 ];
+/// The poller's back-off ceiling in poll intervals: a faulty upstream delays an order by at most
+/// this much, so a run with simulator faults still ends in time.
+const MAX_BACKOFF_INTERVALS: u32 = 2;
 /// How long SIGTERM gets before SIGKILL; the bridge's own shutdown grace is shorter.
 const STOP_GRACE: Duration = Duration::from_secs(15);
 /// The last bytes of the bridge's log quoted in an error.
@@ -263,6 +266,7 @@ fn config_toml(config: &BridgeConfig, port: u16, admin_token: &str, store_url: &
          [poller]\n\
          interval = {interval}\n\
          jitter = {jitter}\n\
+         max_backoff = {max_backoff}\n\
          {poll_concurrency}\
          \n\
          [delivery]\n\
@@ -274,6 +278,9 @@ fn config_toml(config: &BridgeConfig, port: u16, admin_token: &str, store_url: &
         instacart_url = quoted(&config.instacart_url),
         instacart_token = quoted(&config.instacart_token),
         interval = quoted(&humantime::format_duration(config.poll_interval).to_string()),
+        max_backoff = quoted(
+            &humantime::format_duration(config.poll_interval * MAX_BACKOFF_INTERVALS).to_string()
+        ),
         jitter = config.poll_jitter,
         delivery_concurrency = config.delivery_concurrency,
         retry_schedule = retry_schedule.join(", "),
@@ -307,6 +314,7 @@ mod tests {
         assert_eq!(settings.store.url, "sqlite:///tmp/b.db");
         assert_eq!(settings.instacart.token.unwrap().expose_secret(), "tok\"en");
         assert_eq!(settings.poller.interval, Duration::from_millis(1500));
+        assert_eq!(settings.poller.max_backoff, Duration::from_millis(3000));
         assert_eq!(settings.poller.concurrency, 64);
         assert_eq!(settings.delivery.concurrency, 48);
         assert!(settings.delivery.allow_private_targets);

@@ -1,15 +1,18 @@
 //! What Linux's /proc tells about a process: CPU time used and peak resident memory.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::process::Command;
 use std::sync::OnceLock;
 
 /// CPU seconds (user + system) and peak RSS of one process at one moment.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Usage {
     pub cpu_seconds: f64,
     /// `VmHWM`: the most resident memory the process has had, in bytes.
     pub peak_rss_bytes: u64,
+    /// CPU seconds of the live threads, summed by thread name (`tokio-rt-worker`, ...).
+    pub threads: BTreeMap<String, f64>,
 }
 
 /// Reads `/proc/<pid>`; `None` reads the calling process (`/proc/self`).
@@ -21,7 +24,27 @@ pub fn usage(pid: Option<u32>) -> io::Result<Usage> {
     Ok(Usage {
         cpu_seconds: ticks as f64 / clock_ticks_per_second(),
         peak_rss_bytes: peak_rss_kib(&status).ok_or_else(|| malformed("status"))? * 1024,
+        threads: threads(&dir)?,
     })
+}
+
+/// A thread may end between listing and reading; it is skipped.
+fn threads(dir: &str) -> io::Result<BTreeMap<String, f64>> {
+    let mut by_name = BTreeMap::new();
+    for task in std::fs::read_dir(format!("{dir}/task"))? {
+        let path = task?.path();
+        let (Ok(name), Ok(stat)) = (
+            std::fs::read_to_string(path.join("comm")),
+            std::fs::read_to_string(path.join("stat")),
+        ) else {
+            continue;
+        };
+        if let Some(ticks) = cpu_ticks(&stat) {
+            *by_name.entry(name.trim().to_owned()).or_insert(0.0) +=
+                ticks as f64 / clock_ticks_per_second();
+        }
+    }
+    Ok(by_name)
 }
 
 fn malformed(file: &str) -> io::Error {
@@ -85,5 +108,8 @@ mod tests {
         let usage = usage(None).unwrap();
         assert!(usage.peak_rss_bytes > 0);
         assert!(usage.cpu_seconds >= 0.0);
+        assert!(!usage.threads.is_empty());
+        let by_thread: f64 = usage.threads.values().sum();
+        assert!(by_thread <= usage.cpu_seconds + 0.05);
     }
 }

@@ -1,6 +1,7 @@
 //! The bench's result: figures, the targets checked against them, and the table.
 
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -64,6 +65,11 @@ pub struct BenchReport {
     pub delivered: u64,
     /// From the first message added to the last delivery's arrival.
     pub elapsed_s: f64,
+    /// From the first message added to the first delivery's arrival.
+    pub first_delivery_s: Option<f64>,
+    /// From the first message added to the moment the simulator had served every message:
+    /// past it, the wait is on delivery alone.
+    pub last_message_served_s: Option<f64>,
     pub deliveries_per_s: f64,
     pub ratio_to_raw_limit: f64,
     /// Arrival minus the moment the simulator first served the message.
@@ -85,6 +91,9 @@ pub struct BenchReport {
     /// CPU (user + system) of the bridge process during the scenario.
     pub bridge_cpu_s: f64,
     pub bridge_cpu_s_per_1000_deliveries: f64,
+    /// The bridge's CPU during the scenario by thread name (`tokio-rt-worker`: the async work;
+    /// `sqlx-sqlite-worker`: SQLite statements).
+    pub bridge_threads_cpu_s: BTreeMap<String, f64>,
     /// CPU of the bench process (simulator, receiver) during the scenario.
     pub bench_cpu_s: f64,
     pub lost: u64,
@@ -137,6 +146,21 @@ pub(super) fn build(
         Percentiles::of(gaps.iter().map(|g| g.saturating_sub(allowed_gap)).collect())
     });
     let bridge_cpu_s = end.bridge.cpu_seconds - start.bridge.cpu_seconds;
+    let bridge_threads_cpu_s = end
+        .bridge
+        .threads
+        .iter()
+        .map(|(name, cpu)| {
+            let before = start.bridge.threads.get(name).copied().unwrap_or(0.0);
+            (name.clone(), (cpu - before).max(0.0))
+        })
+        .collect();
+    let since_start = |at: std::time::Instant| (at - start.at).as_secs_f64();
+    let last_message_served_s = timings
+        .values()
+        .map(|t| t.first_served)
+        .max()
+        .map(since_start);
     let lost = tally.expected() - delivered;
     let missing = (lost > 0).then(|| {
         let missing = tally.missing(&timings);
@@ -156,6 +180,8 @@ pub(super) fn build(
         expected_deliveries: tally.expected(),
         delivered,
         elapsed_s: elapsed.as_secs_f64(),
+        first_delivery_s: tally.first_arrival.map(since_start),
+        last_message_served_s,
         deliveries_per_s,
         ratio_to_raw_limit: ratio(deliveries_per_s, raw_limit_per_s),
         latency_bridge_added,
@@ -168,6 +194,7 @@ pub(super) fn build(
         peak_rss_mib: end.bridge.peak_rss_bytes as f64 / MIB,
         bridge_cpu_s,
         bridge_cpu_s_per_1000_deliveries: ratio(bridge_cpu_s * 1000.0, delivered as f64),
+        bridge_threads_cpu_s,
         bench_cpu_s: end.bench.cpu_seconds - start.bench.cpu_seconds,
         lost,
         duplicates: tally.duplicates,
@@ -352,6 +379,16 @@ impl fmt::Display for BenchReport {
                 self.elapsed_s
             ),
         )?;
+        let offset = |s: Option<f64>| s.map_or("n/a".to_owned(), |s| format!("{s:.2} s"));
+        row(
+            f,
+            "first delivery / all polled",
+            format!(
+                "{} / {} after the first message",
+                offset(self.first_delivery_s),
+                offset(self.last_message_served_s)
+            ),
+        )?;
         row(
             f,
             "deliveries/s",
@@ -398,6 +435,13 @@ impl fmt::Display for BenchReport {
                 self.bridge_cpu_s, self.bridge_cpu_s_per_1000_deliveries, self.bench_cpu_s
             ),
         )?;
+        let threads: Vec<String> = self
+            .bridge_threads_cpu_s
+            .iter()
+            .filter(|(_, cpu)| **cpu > 0.0)
+            .map(|(name, cpu)| format!("{name} {cpu:.2} s"))
+            .collect();
+        row(f, "bridge CPU by thread", threads.join(", "))?;
         row(
             f,
             "lost / duplicates",

@@ -20,6 +20,7 @@ pub struct Tally {
     pub duplicates: u64,
     /// Accepted deliveries of events nobody expected.
     pub unexpected: u64,
+    pub first_arrival: Option<Instant>,
     pub last_arrival: Option<Instant>,
 }
 
@@ -45,6 +46,7 @@ impl Tally {
             unique: 0,
             duplicates: 0,
             unexpected: 0,
+            first_arrival: None,
             last_arrival: None,
         }
     }
@@ -77,6 +79,8 @@ impl Tally {
             } else {
                 *first = Some(arrival.at);
                 self.unique += 1;
+                self.first_arrival =
+                    Some(self.first_arrival.map_or(arrival.at, |t| t.min(arrival.at)));
                 self.last_arrival = self.last_arrival.max(Some(arrival.at));
             }
         }
@@ -173,6 +177,7 @@ mod tests {
             (3, 1, 1)
         );
         assert!(!tally.complete());
+        assert_eq!(tally.first_arrival, Some(now));
         assert_eq!(tally.last_arrival, Some(later));
 
         let created = now - Duration::from_millis(100);
