@@ -68,7 +68,7 @@ pub const MESSAGE_BODY: &str = "They are out of oat milk, which replacement woul
 /// Bench orders are numbered from here: eight digits, like real order ids.
 const FIRST_ORDER: usize = 10_000_000;
 /// The order the sample body for the raw limit is taken from; never watched.
-const PROBE_ORDER: &str = "99999999";
+const PROBE_ORDER: usize = 99_999_999;
 /// The poll jitter written into the bridge's config (its default), which the lag allows for.
 const POLL_JITTER: f64 = 0.1;
 /// How often the bench looks at what arrived, and adds steady messages.
@@ -192,7 +192,7 @@ impl BenchOptions {
         if let Some((option, _)) = positive.into_iter().find(|(_, n)| *n == 0) {
             return invalid(option, "must be at least 1");
         }
-        if self.scenario.orders() >= PROBE_ORDER.parse::<usize>().unwrap_or(0) - FIRST_ORDER {
+        if self.scenario.orders() >= PROBE_ORDER - FIRST_ORDER {
             return invalid("orders", "must be fewer than 89,999,999");
         }
         if self.scenario.poll_interval().is_zero() {
@@ -416,11 +416,12 @@ async fn sample_body(
     sim_url: &str,
     token: &str,
 ) -> Result<Bytes, BenchError> {
-    sim.add_empty_orders(&[PROBE_ORDER]);
-    sim.add_chat_messages(&[(PROBE_ORDER, MESSAGE_BODY)]);
+    let probe = PROBE_ORDER.to_string();
+    sim.add_empty_orders(&[&probe]);
+    sim.add_chat_messages(&[(&probe, MESSAGE_BODY)]);
     let answer: OrderMessagesResponse = reqwest::Client::new()
         .get(format!(
-            "{sim_url}/v2/post_checkout/orders/{PROBE_ORDER}/order_messages"
+            "{sim_url}/v2/post_checkout/orders/{probe}/order_messages"
         ))
         .bearer_auth(token)
         .send()
@@ -428,7 +429,7 @@ async fn sample_body(
         .error_for_status()?
         .json()
         .await?;
-    let order = OrderId::parse("order_id", PROBE_ORDER)?;
+    let order = OrderId::parse("order_id", &probe)?;
     let event = differ::diff(&order, &SeenState::default(), &answer.into(), Utc::now())
         .events
         .into_iter()
@@ -577,4 +578,63 @@ impl Rig {
 
 fn by_message(served: Vec<MessageTiming>) -> HashMap<i64, MessageTiming> {
     served.into_iter().map(|t| (t.message_id, t)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(change: impl FnOnce(&mut BenchOptions)) -> &'static str {
+        let mut options = BenchOptions::new(Scenario::burst(), PathBuf::from("shopper-bridge"));
+        change(&mut options);
+        match options.validate() {
+            Err(BenchError::InvalidOption { option, .. }) => option,
+            other => panic!("expected an invalid option, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid_and_bad_options_are_named() {
+        let binary = PathBuf::from("shopper-bridge");
+        BenchOptions::new(Scenario::burst(), binary.clone())
+            .validate()
+            .unwrap();
+        BenchOptions::new(Scenario::steady(), binary)
+            .validate()
+            .unwrap();
+        assert_eq!(refused(|o| o.subscribers = 0), "subscribers");
+        assert_eq!(
+            refused(|o| o.receiver_fail_rate = 1.0),
+            "receiver fail rate"
+        );
+        assert_eq!(
+            refused(|o| o.poll_concurrency = Some(0)),
+            "poll concurrency"
+        );
+        assert_eq!(
+            refused(|o| o.scenario = Scenario::Burst {
+                orders: 1,
+                messages_per_order: 0,
+                poll_interval: Duration::from_secs(1),
+            }),
+            "messages"
+        );
+        assert_eq!(
+            refused(|o| o.scenario = Scenario::Steady {
+                orders: 1,
+                poll_interval: Duration::from_secs(1),
+                messages_per_second: f64::NAN,
+                duration: Duration::from_secs(1),
+            }),
+            "rate and duration"
+        );
+        assert_eq!(
+            refused(|o| o.scenario = Scenario::Burst {
+                orders: 90_000_000,
+                messages_per_order: 1,
+                poll_interval: Duration::from_secs(1),
+            }),
+            "orders"
+        );
+    }
 }

@@ -162,15 +162,9 @@ pub(super) fn build(
         .max()
         .map(since_start);
     let lost = tally.expected() - delivered;
-    let missing = (lost > 0).then(|| {
-        let missing = tally.missing(&timings);
-        MissingReport {
-            deliveries: missing.deliveries,
-            messages_never_polled: missing.never_served,
-            messages_polled_not_delivered: missing.served,
-            example_event_ids: missing.examples,
-            bridge_log_tail: log_tail,
-        }
+    let missing = (lost > 0).then(|| MissingReport {
+        bridge_log_tail: log_tail,
+        ..tally.missing(&timings)
     });
     let mut report = BenchReport {
         scenario: scenario.name(),

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::receiver::Arrival;
+use super::report::MissingReport;
 use crate::domain::{EventId, EventType, OrderId};
 use crate::simulator::MessageTiming;
 
@@ -22,18 +23,6 @@ pub struct Tally {
     pub unexpected: u64,
     pub first_arrival: Option<Instant>,
     pub last_arrival: Option<Instant>,
-}
-
-/// What had not arrived when the bench gave up, to tell a stuck poller from a stuck dispatcher.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Missing {
-    pub deliveries: u64,
-    /// Messages with a missing delivery that the simulator never served: never polled.
-    pub never_served: u64,
-    /// Messages with a missing delivery that were served: detected (or not) but undelivered.
-    pub served: u64,
-    /// A few missing event ids, for a look in the bridge's admin API.
-    pub examples: Vec<String>,
 }
 
 impl Tally {
@@ -112,13 +101,15 @@ impl Tally {
         (bridge, end_to_end)
     }
 
-    pub fn missing(&self, timings: &HashMap<i64, MessageTiming>) -> Missing {
+    /// What has not arrived, telling a stuck poller (never served) from a stuck dispatcher.
+    pub fn missing(&self, timings: &HashMap<i64, MessageTiming>) -> MissingReport {
         const EXAMPLES: usize = 5;
-        let mut missing = Missing {
+        let mut missing = MissingReport {
             deliveries: self.expected() - self.unique,
-            never_served: 0,
-            served: 0,
-            examples: Vec::new(),
+            messages_never_polled: 0,
+            messages_polled_not_delivered: 0,
+            example_event_ids: Vec::new(),
+            bridge_log_tail: None,
         };
         let mut slot_ids: Vec<(&String, &usize)> = self.slots.iter().collect();
         slot_ids.sort_unstable_by_key(|(_, slot)| **slot);
@@ -128,12 +119,12 @@ impl Tally {
                 continue;
             }
             if timings.contains_key(&self.message_ids[slot]) {
-                missing.served += 1;
+                missing.messages_polled_not_delivered += 1;
             } else {
-                missing.never_served += 1;
+                missing.messages_never_polled += 1;
             }
-            if missing.examples.len() < EXAMPLES {
-                missing.examples.push(event_id.clone());
+            if missing.example_event_ids.len() < EXAMPLES {
+                missing.example_event_ids.push(event_id.clone());
             }
         }
         missing
@@ -189,7 +180,13 @@ mod tests {
         let timings = HashMap::from([(7, timing(7))]);
         let missing = tally.missing(&timings);
         assert_eq!(missing.deliveries, 1);
-        assert_eq!((missing.served, missing.never_served), (0, 1));
+        assert_eq!(
+            (
+                missing.messages_polled_not_delivered,
+                missing.messages_never_polled
+            ),
+            (0, 1)
+        );
         let (bridge, end_to_end) = tally.latencies(&timings);
         assert_eq!(
             bridge,
