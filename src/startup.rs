@@ -84,6 +84,7 @@ impl Application {
         let dispatcher = Arc::new(Dispatcher::new(
             state.store.clone(),
             channels,
+            state.instacart.clone(),
             state.settings.delivery.clone(),
             state.dispatcher_wake.clone(),
         ));

@@ -25,8 +25,8 @@ use crate::domain::{
     EmailAddress, EventType, OrderId, SigningSecret, SubscriberId, ValidationError, WebhookUrl,
 };
 use crate::store::{
-    Channel, NewSubscriber, SlackTarget, Subscriber, SubscriberFilter, SubscriberPatch,
-    SubscriberStatus,
+    Channel, MarkReadPolicy, NewSubscriber, SlackTarget, Subscriber, SubscriberFilter,
+    SubscriberPatch, SubscriberStatus,
 };
 
 /// Longest accepted filter list and description.
@@ -78,6 +78,10 @@ pub struct CreateSubscriberRequest {
     /// Only events of these orders; leave out (or null) for every order.
     pub order_ids: Option<Vec<String>>,
     pub description: Option<String>,
+    /// `never` (the default: reading is a human act) or `on_delivery`: delivering a shopper's
+    /// chat message to this subscriber marks the order's messages read at Connect.
+    #[schema(example = "never")]
+    pub mark_read: Option<String>,
 }
 
 /// A partial update: absent fields stay as they are; `null` clears a filter or the description.
@@ -112,6 +116,9 @@ pub struct UpdateSubscriberRequest {
     /// `active` or `disabled`; setting `active` re-enables a subscriber a receiver's 410 disabled.
     #[schema(example = "active")]
     pub status: Option<String>,
+    /// `never` or `on_delivery`.
+    #[schema(example = "on_delivery")]
+    pub mark_read: Option<String>,
 }
 
 /// Tells `"field": null` (`Some(None)`) from an absent field (`None`, through `default`).
@@ -200,6 +207,8 @@ pub struct SubscriberView {
     pub status: SubscriberStatus,
     /// Why it was disabled, e.g. its receiver answered 410 Gone.
     pub disabled_reason: Option<String>,
+    /// Whether delivering a shopper's message to it marks the order's messages read.
+    pub mark_read: MarkReadPolicy,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// The secrets signing its deliveries now, newest first: two during a rotation's grace.
@@ -233,6 +242,7 @@ impl SubscriberView {
             description: subscriber.description,
             status: subscriber.status,
             disabled_reason: subscriber.disabled_reason,
+            mark_read: subscriber.mark_read,
             created_at: subscriber.created_at,
             updated_at: subscriber.updated_at,
             signing_secrets,
@@ -539,6 +549,17 @@ fn check_status(status: &str) -> Result<SubscriberStatus, ValidationError> {
     }
 }
 
+fn check_mark_read(policy: &str) -> Result<MarkReadPolicy, ValidationError> {
+    match policy {
+        "never" => Ok(MarkReadPolicy::Never),
+        "on_delivery" => Ok(MarkReadPolicy::OnDelivery),
+        _ => Err(ValidationError::new(
+            "mark_read",
+            "must be one of never, on_delivery",
+        )),
+    }
+}
+
 /// `now + grace`, saturating instead of overflowing on an absurd configured grace.
 fn after(now: DateTime<Utc>, grace: Duration) -> DateTime<Utc> {
     chrono::TimeDelta::from_std(grace)
@@ -575,8 +596,11 @@ async fn create_subscriber(
     let description = when_present(request.description, |raw| {
         problems.check(check_description(raw))
     });
-    let (Some(channel), Some(event_types), Some(order_ids), Some(description)) =
-        (channel, event_types, order_ids, description)
+    let mark_read = when_present(request.mark_read, |raw| {
+        problems.check(check_mark_read(&raw))
+    });
+    let (Some(channel), Some(event_types), Some(order_ids), Some(description), Some(mark_read)) =
+        (channel, event_types, order_ids, description, mark_read)
     else {
         return Err(problems.into());
     };
@@ -595,6 +619,7 @@ async fn create_subscriber(
                 order_ids,
             },
             description,
+            mark_read: mark_read.unwrap_or_default(),
             secret: secret.clone(),
             created_at: now,
         })
@@ -648,7 +673,7 @@ async fn get_subscriber(
     Ok(Json(SubscriberView::new(subscriber, Utc::now())))
 }
 
-/// Changes a subscriber's target, filters, description or status.
+/// Changes a subscriber's target, filters, description, status or mark-read policy.
 #[utoipa::path(
     patch,
     path = "/subscribers/{id}",
@@ -704,8 +729,24 @@ async fn update_subscriber(
         when_present(description, |raw| problems.check(check_description(raw)))
     });
     let status = when_present(request.status, |raw| problems.check(check_status(&raw)));
-    let (Some(channel), Some(event_types), Some(order_ids), Some(description), Some(status)) =
-        (channel, event_types, order_ids, description, status)
+    let mark_read = when_present(request.mark_read, |raw| {
+        problems.check(check_mark_read(&raw))
+    });
+    let (
+        Some(channel),
+        Some(event_types),
+        Some(order_ids),
+        Some(description),
+        Some(status),
+        Some(mark_read),
+    ) = (
+        channel,
+        event_types,
+        order_ids,
+        description,
+        status,
+        mark_read,
+    )
     else {
         return Err(problems.into());
     };
@@ -716,6 +757,7 @@ async fn update_subscriber(
         order_ids,
         description,
         status,
+        mark_read,
     };
     let subscriber = state
         .store

@@ -1,6 +1,8 @@
 //! The dispatcher: claims due deliveries from the store's outbox, sends them through their
 //! channel, and records every attempt of a batch in one write: delivered, retry scheduled, or
 //! parked as failed. At-least-once: a crash mid-batch leaves the claims to expire and be retried.
+//! After the batch, orders whose shopper messages reached an `on_delivery` subscriber are marked
+//! read upstream, once per order.
 
 mod rate;
 mod retry;
@@ -18,8 +20,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::channels::{ChannelSender, Channels, SendOutcome};
 use crate::config::DeliverySettings;
-use crate::domain::{OrderId, SubscriberId};
-use crate::store::{AttemptRecord, AttemptResolution, Channel, ClaimedDelivery, Store, StoreError};
+use crate::domain::{EventType, OrderId, SubscriberId};
+use crate::instacart::models::ParticipantType;
+use crate::instacart::InstacartClient;
+use crate::store::{
+    AttemptRecord, AttemptResolution, Channel, ClaimedDelivery, MarkReadPolicy, Store, StoreError,
+};
+use crate::telemetry::error_chain;
 
 /// How long past the send timeout a claim holds: room to record the batch's attempts.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
@@ -29,6 +36,8 @@ const MAX_IDLE: Duration = Duration::from_secs(1);
 pub struct Dispatcher {
     store: Arc<dyn Store>,
     channels: Channels,
+    /// Marks orders read for `on_delivery` subscribers.
+    instacart: InstacartClient,
     settings: DeliverySettings,
     waker: Arc<Notify>,
     pace: rate::SendPace,
@@ -67,6 +76,61 @@ fn sends(batch: Vec<ClaimedDelivery>) -> Vec<Vec<ClaimedDelivery>> {
     sends
 }
 
+/// Why marking an order read after a delivery failed.
+#[derive(Debug, thiserror::Error)]
+enum MarkReadError {
+    #[error("store error")]
+    Store(#[from] StoreError),
+    #[error("Connect refused to mark the messages read")]
+    Instacart(#[from] crate::instacart::InstacartError),
+}
+
+/// The orders to mark read after a batch, each with the `on_delivery` subscribers that just
+/// received a shopper's chat message of it: however many messages, one request per order.
+fn reads_to_request(
+    attempted: &[(Vec<ClaimedDelivery>, Vec<AttemptRecord>)],
+) -> HashMap<OrderId, Vec<SubscriberId>> {
+    let mut orders: HashMap<OrderId, Vec<SubscriberId>> = HashMap::new();
+    let delivered = attempted.iter().flat_map(|(group, records)| {
+        group
+            .iter()
+            .zip(records)
+            .filter(|(_, record)| record.resolution == AttemptResolution::Delivered)
+            .map(|(delivery, _)| delivery)
+    });
+    for delivery in delivered {
+        if delivery.subscriber.mark_read == MarkReadPolicy::OnDelivery
+            && delivery.event_type == EventType::ChatMessageCreated
+            && sent_by_shopper(&delivery.payload)
+        {
+            let subscribers = orders.entry(delivery.order_id.clone()).or_default();
+            if !subscribers.contains(&delivery.subscriber.id) {
+                subscribers.push(delivery.subscriber.id.clone());
+            }
+        }
+    }
+    orders
+}
+
+/// Whether a chat event's payload is about a message from the shopper (only those are marked
+/// read upstream).
+fn sent_by_shopper(payload: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        data: Data,
+    }
+    #[derive(serde::Deserialize)]
+    struct Data {
+        message: Message,
+    }
+    #[derive(serde::Deserialize)]
+    struct Message {
+        sender_type: ParticipantType,
+    }
+    serde_json::from_str::<Body>(payload)
+        .is_ok_and(|body| body.data.message.sender_type == ParticipantType::Driver)
+}
+
 /// What a group's retry time is computed from, shared by its deliveries.
 struct RetryBasis {
     /// Attempts made before this one.
@@ -102,12 +166,14 @@ impl Dispatcher {
     pub fn new(
         store: Arc<dyn Store>,
         channels: Channels,
+        instacart: InstacartClient,
         settings: DeliverySettings,
         waker: Arc<Notify>,
     ) -> Self {
         Self {
             store,
             channels,
+            instacart,
             settings,
             waker,
             pace: rate::SendPace::default(),
@@ -122,8 +188,9 @@ impl Dispatcher {
 
     /// Claims one batch of due deliveries (up to `concurrency`), puts back those their
     /// subscriber's send rate does not allow yet, sends the rest concurrently and records their
-    /// attempts in one store call. Returns how many were attempted; 0 when none was due (or all
-    /// were put back).
+    /// attempts in one store call, then marks read the orders that `on_delivery` subscribers
+    /// just received shopper messages of (one request per order). Returns how many were
+    /// attempted; 0 when none was due (or all were put back).
     #[tracing::instrument(skip_all)]
     pub async fn deliver_next(&self) -> Result<usize, StoreError> {
         let now = Utc::now();
@@ -144,14 +211,56 @@ impl Dispatcher {
             return Ok(0);
         }
         // Owned items: a closure over borrowed ones would make `run`'s future not `Send`.
-        let records: Vec<Vec<AttemptRecord>> = stream::iter(sends(batch))
-            .map(|group| async move { self.attempt(&group).await })
+        let attempted: Vec<(Vec<ClaimedDelivery>, Vec<AttemptRecord>)> = stream::iter(sends(batch))
+            .map(|group| async move {
+                let records = self.attempt(&group).await;
+                (group, records)
+            })
             .buffer_unordered(self.settings.concurrency)
             .collect()
             .await;
-        let records: Vec<AttemptRecord> = records.into_iter().flatten().collect();
+        let to_mark = reads_to_request(&attempted);
+        let records: Vec<AttemptRecord> = attempted
+            .into_iter()
+            .flat_map(|(_, records)| records)
+            .collect();
         self.store.record_attempts(&records).await?;
+        stream::iter(to_mark)
+            .for_each_concurrent(self.settings.concurrency, |(order_id, subscribers)| {
+                self.mark_read(order_id, subscribers)
+            })
+            .await;
         Ok(records.len())
+    }
+
+    /// Marks the order's messages read upstream on behalf of `subscribers`, and remembers it
+    /// so the readings are not announced back to them. A failure is logged and not retried: the
+    /// next shopper message delivered to them asks again.
+    #[tracing::instrument(skip_all, fields(order_id = %order_id))]
+    async fn mark_read(&self, order_id: OrderId, subscribers: Vec<SubscriberId>) {
+        let result = async {
+            let user_id = self
+                .store
+                .get_order(&order_id)
+                .await?
+                .and_then(|(order, _)| order.user_id);
+            let read = self
+                .instacart
+                .mark_read(&order_id, user_id.as_ref())
+                .await?;
+            self.store
+                .record_read_request(&order_id, &subscribers, Utc::now())
+                .await?;
+            Ok::<_, MarkReadError>(read.messages_read_count)
+        }
+        .await;
+        match result {
+            Ok(count) => tracing::info!(messages_read = count, "marked read on delivery"),
+            Err(error) => tracing::warn!(
+                error = %error_chain(&error),
+                "could not mark the order's messages read on delivery"
+            ),
+        }
     }
 
     /// One send of a group of deliveries to one subscriber; every delivery in it shares the
@@ -306,6 +415,7 @@ mod tests {
             description: None,
             status: SubscriberStatus::Active,
             disabled_reason: None,
+            mark_read: MarkReadPolicy::default(),
             created_at: Utc::now(),
             updated_at: Utc::now(),
             secrets: Vec::new(),

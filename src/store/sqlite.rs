@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use super::{
     Attempt, AttemptRecord, AttemptResolution, Channel, ClaimedDelivery, CommitSummary, Delivery,
-    DeliveryFilter, DeliveryStatus, FallbackReason, NewSubscriber, Order, OrderCounts, OrderState,
-    PollCommit, SeenState, Store, StoreError, StoreResult, StoredSecret, Subscriber,
-    SubscriberFilter, SubscriberPatch, SubscriberStatus,
+    DeliveryFilter, DeliveryStatus, FallbackReason, MarkReadPolicy, NewSubscriber, Order,
+    OrderCounts, OrderState, PollCommit, SeenState, Store, StoreError, StoreResult, StoredSecret,
+    Subscriber, SubscriberFilter, SubscriberPatch, SubscriberStatus,
 };
 use crate::domain::{
     DeliveryId, EventId, EventType, OrderId, SigningSecret, SubscriberId, UserId, ValidationError,
@@ -219,6 +219,7 @@ struct SubscriberRow {
     description: Option<String>,
     status: String,
     disabled_reason: Option<String>,
+    mark_read: String,
     created_at: i64,
     updated_at: i64,
 }
@@ -289,7 +290,7 @@ async fn load_subscribers(
         ($rest:literal) => {
             concat!(
                 "SELECT id, config, event_types, order_ids, description, status, \
-                 disabled_reason, created_at, updated_at FROM subscribers ",
+                 disabled_reason, mark_read, created_at, updated_at FROM subscribers ",
                 $rest
             )
         };
@@ -347,6 +348,7 @@ async fn load_subscribers(
                 description: row.description,
                 status: subscriber_status(&row.status)?,
                 disabled_reason: row.disabled_reason,
+                mark_read: MarkReadPolicy::from_stored(&row.mark_read)?,
                 created_at: time(row.created_at)?,
                 updated_at: time(row.updated_at)?,
                 secrets: secrets.remove(&row.id).unwrap_or_default(),
@@ -656,19 +658,43 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(skip_all, fields(order_id = %order_id))]
     async fn seen_state(&self, order_id: &OrderId) -> StoreResult<SeenState> {
-        let rows: Vec<(String, i64, bool)> =
-            sqlx::query_as("SELECT kind, upstream_id, read FROM seen_items WHERE order_id = ?1")
-                .bind(order_id.as_str())
-                .fetch_all(&self.reader)
-                .await?;
+        // One read over three tables, each by its primary key's leading `order_id`.
+        let rows: Vec<(String, i64, bool, Option<String>)> = sqlx::query_as(
+            "SELECT kind, upstream_id, read, NULL FROM seen_items WHERE order_id = ?1 \
+             UNION ALL \
+             SELECT 'sent', message_id, 0, origin_subscriber_id FROM sent_messages \
+                 WHERE order_id = ?1 \
+             UNION ALL \
+             SELECT 'read_request', message_id, 0, subscriber_id FROM read_requests \
+                 WHERE order_id = ?1",
+        )
+        .bind(order_id.as_str())
+        .fetch_all(&self.reader)
+        .await?;
+        let subscriber = |id: Option<String>| {
+            id.map(|id| SubscriberId::parse("subscriber_id", &id).map_err(invalid))
+                .transpose()
+        };
         let mut seen = SeenState::default();
-        for (kind, upstream_id, read) in rows {
+        for (kind, upstream_id, read, subscriber_id) in rows {
             match kind.as_str() {
                 "chat" => {
                     seen.chat.insert(upstream_id, read);
                 }
                 "lifecycle" => {
                     seen.lifecycle.insert(upstream_id);
+                }
+                "sent" => {
+                    seen.sent.insert(upstream_id, subscriber(subscriber_id)?);
+                }
+                "read_request" => {
+                    let requester = subscriber(subscriber_id)?.ok_or_else(|| {
+                        StoreError::Corrupt("read request without a subscriber".to_owned())
+                    })?;
+                    seen.read_requested
+                        .entry(upstream_id)
+                        .or_default()
+                        .push(requester);
                 }
                 other => return Err(StoreError::Corrupt(format!("seen item kind {other:?}"))),
             }
@@ -699,6 +725,17 @@ impl Store for SqliteStore {
             )
             .bind(order_id)
             .bind(upstream_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // A reading is announced once: who asked for it matters no more.
+        if !commit.newly_read.is_empty() {
+            sqlx::query(
+                "DELETE FROM read_requests \
+                 WHERE order_id = ?1 AND message_id IN (SELECT value FROM json_each(?2))",
+            )
+            .bind(order_id)
+            .bind(to_json(&commit.newly_read))
             .execute(&mut *tx)
             .await?;
         }
@@ -745,7 +782,11 @@ impl Store for SqliteStore {
             for event in new_events {
                 let created = ms(event.created_at);
                 for target in &subscribers {
-                    if !target.filter.matches(event.event_type, &event.order_id) {
+                    let excluded = event
+                        .exclude_subscribers
+                        .iter()
+                        .any(|id| id.as_str() == target.id);
+                    if excluded || !target.filter.matches(event.event_type, &event.order_id) {
                         continue;
                     }
                     let due = match target.digest_ms {
@@ -813,14 +854,16 @@ impl Store for SqliteStore {
         let now = ms(new.created_at);
         sqlx::query(
             "INSERT INTO subscribers \
-             (id, config, event_types, order_ids, description, status, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?6)",
+             (id, config, event_types, order_ids, description, status, mark_read, created_at, \
+              updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?7, ?7)",
         )
         .bind(new.id.as_str())
         .bind(to_json(&new.channel))
         .bind(new.filter.event_types.as_ref().map(to_json))
         .bind(new.filter.order_ids.as_ref().map(to_json))
         .bind(new.description.as_deref())
+        .bind(new.mark_read.as_str())
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -874,6 +917,9 @@ impl Store for SqliteStore {
         if let Some(description) = patch.description {
             subscriber.description = description;
         }
+        if let Some(mark_read) = patch.mark_read {
+            subscriber.mark_read = mark_read;
+        }
         if let Some(status) = patch.status {
             // Re-enabling clears why it was switched off; the reason of a disable stays.
             if status == SubscriberStatus::Active {
@@ -883,7 +929,8 @@ impl Store for SqliteStore {
         }
         sqlx::query(
             "UPDATE subscribers SET config = ?1, event_types = ?2, order_ids = ?3, \
-                 description = ?4, status = ?5, disabled_reason = ?6, updated_at = ?7 \
+                 description = ?4, status = ?5, disabled_reason = ?6, updated_at = ?7, \
+                 mark_read = ?9 \
              WHERE id = ?8",
         )
         .bind(to_json(&subscriber.channel))
@@ -894,6 +941,7 @@ impl Store for SqliteStore {
         .bind(subscriber.disabled_reason.as_deref())
         .bind(ms(now))
         .bind(id.as_str())
+        .bind(subscriber.mark_read.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -1284,6 +1332,36 @@ impl Store for SqliteStore {
         .bind(order_id.as_str())
         .bind(message_id)
         .bind(origin.map(SubscriberId::as_str))
+        .bind(ms(at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(order_id = %order_id, subscribers = subscribers.len()))]
+    async fn record_read_request(
+        &self,
+        order_id: &OrderId,
+        subscribers: &[SubscriberId],
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        if subscribers.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        // The messages the request read are those still unread as far as the bridge knows: a
+        // message it has not seen yet will first be seen read, which announces no reading.
+        sqlx::query(
+            "INSERT INTO read_requests (order_id, message_id, subscriber_id, requested_at) \
+             SELECT s.order_id, s.upstream_id, r.value, ?3 \
+             FROM seen_items s, json_each(?2) r \
+             WHERE s.order_id = ?1 AND s.kind = 'chat' AND s.read = 0 \
+                 AND r.value IN (SELECT id FROM subscribers) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(order_id.as_str())
+        .bind(id_list(subscribers.iter().map(SubscriberId::as_str)))
         .bind(ms(at))
         .execute(&mut *tx)
         .await?;

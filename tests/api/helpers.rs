@@ -309,13 +309,13 @@ impl TestApp {
             new_chat: vec![(message_id, false)],
             newly_read: vec![],
             new_lifecycle: vec![],
-            events: vec![NewEvent {
-                id: event_id.clone(),
+            events: vec![NewEvent::new(
+                event_id.clone(),
                 order_id,
-                event_type: EventType::ChatMessageCreated,
-                payload: payload.to_string(),
-                created_at: now,
-            }],
+                EventType::ChatMessageCreated,
+                payload.to_string(),
+                now,
+            )],
             progress: PollProgress {
                 polled_at: now,
                 state: OrderState::Watching,

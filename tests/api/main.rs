@@ -10,3 +10,4 @@ mod pipeline;
 mod polling;
 mod startup;
 mod subscribers;
+mod talkback_policy;
