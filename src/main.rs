@@ -42,11 +42,22 @@ enum Command {
         #[command(flatten)]
         world: SimulatedWorld,
     },
-    /// Simulator, bridge and a signature-verifying receiver: prints each event as it arrives.
+    /// Simulator, bridge and a local receiver per channel: prints what each receives.
     Demo {
         /// Address of the admin API (port 0 picks a free one).
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        /// Channels to subscribe a receiver to.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "webhook,email,slack"
+        )]
+        channels: Vec<demo::Receiver>,
+        /// The e-mail subscriber's digest window in seconds (0: one e-mail per event).
+        #[arg(long, default_value_t = 10)]
+        email_digest: u32,
         #[command(flatten)]
         world: SimulatedWorld,
     },
@@ -248,8 +259,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             simulator.run_until_stopped(shutdown_signal()).await?;
         }
-        Command::Demo { listen, world } => {
-            demo::run(world.into_config(), listen, shutdown_signal()).await?;
+        Command::Demo {
+            listen,
+            channels,
+            email_digest,
+            world,
+        } => {
+            let options = demo::DemoOptions {
+                listen,
+                channels,
+                email_digest_seconds: email_digest,
+            };
+            demo::run(world.into_config(), options, shutdown_signal()).await?;
         }
         Command::Bench(args) => {
             let json = args.json;

@@ -1,11 +1,10 @@
 //! The e-mail channel end to end: orders polled from the in-process Connect simulator, subscribers
 //! created through the admin API, mails sent by the dispatcher through lettre to a real SMTP
-//! server on loopback (tests/support/smtp.rs), then parsed as a mail client would.
+//! server on loopback (the demo's mailbox), then parsed as a mail client would.
 
 #[allow(dead_code)]
 #[path = "api/helpers.rs"]
 mod helpers;
-mod support;
 
 use mail_parser::{HeaderValue, MessageParser, MimeHeaders};
 use reqwest::StatusCode;
@@ -17,11 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 use shopper_bridge::channels::email::message_id;
 use shopper_bridge::config::{Settings, SmtpTls};
+use shopper_bridge::demo::mailbox::{Mail, Mailbox};
 use shopper_bridge::domain::EventId;
 use shopper_bridge::simulator::{Simulator, SimulatorConfig, SimulatorHandle};
 
 use helpers::{json_body, spawn_app_with, TestApp};
-use support::smtp::{Mail, SmtpServer};
 
 const TOKEN: &str = "simulator-static-token";
 const FROM: &str = "Store 42 <chat@store.example>";
@@ -32,6 +31,10 @@ async fn within<T>(work: impl Future<Output = T>) -> T {
     tokio::time::timeout(WAIT_LIMIT, work)
         .await
         .expect("did not happen in time")
+}
+
+async fn mailbox() -> Mailbox {
+    Mailbox::start().await.expect("the mailbox listens")
 }
 
 /// The bridge polling a simulator and mailing through `smtp`.
@@ -47,7 +50,7 @@ impl Drop for World {
     }
 }
 
-async fn world(smtp: &SmtpServer, configure: impl FnOnce(&mut Settings)) -> World {
+async fn world(smtp: &Mailbox, configure: impl FnOnce(&mut Settings)) -> World {
     let config = SimulatorConfig {
         orders: Vec::new(),
         static_token: Some(TOKEN.to_owned()),
@@ -224,7 +227,7 @@ fn parse(mail: &Mail) -> Email {
 
 #[tokio::test]
 async fn an_event_is_mailed_as_plain_text_and_html_with_a_message_id_from_its_event_id() {
-    let smtp = SmtpServer::start().await;
+    let smtp = mailbox().await;
     let world = world(&smtp, |_| {}).await;
     let subscriber = world
         .subscribe(&["staff@store.example", "ops@store.example"], json!({}))
@@ -277,7 +280,7 @@ async fn an_event_is_mailed_as_plain_text_and_html_with_a_message_id_from_its_ev
 
 #[tokio::test]
 async fn later_emails_about_an_order_reply_to_its_first_email() {
-    let smtp = SmtpServer::start().await;
+    let smtp = mailbox().await;
     let world = world(&smtp, |_| {}).await;
     let subscriber = world.subscribe(&["staff@store.example"], json!({})).await;
 
@@ -292,7 +295,11 @@ async fn later_emails_about_an_order_reply_to_its_first_email() {
     world.start_order("300002").await;
     world.deliver_until_settled(&subscriber).await;
 
-    let emails: Vec<Email> = smtp.wait_for_mails(4).await.iter().map(parse).collect();
+    let emails: Vec<Email> = within(smtp.wait_for_mails(4))
+        .await
+        .iter()
+        .map(parse)
+        .collect();
     let root = &emails[0];
     assert!(root.in_reply_to.is_empty(), "{root:?}");
     assert!(root.references.is_empty(), "{root:?}");
@@ -311,7 +318,7 @@ async fn later_emails_about_an_order_reply_to_its_first_email() {
 
 #[tokio::test]
 async fn a_digest_sends_an_orders_events_within_its_window_as_one_email_in_order() {
-    let smtp = SmtpServer::start().await;
+    let smtp = mailbox().await;
     let world = world(&smtp, |_| {}).await;
     let digest = world
         .subscribe(&["digest@store.example"], json!({"digest_seconds": 2}))
@@ -372,7 +379,7 @@ async fn a_digest_sends_an_orders_events_within_its_window_as_one_email_in_order
 
 #[tokio::test]
 async fn a_refused_recipient_parks_the_delivery_with_the_servers_reply() {
-    let smtp = SmtpServer::start().await;
+    let smtp = mailbox().await;
     smtp.refuse_recipient(
         "gone@store.example",
         "550 5.1.1 <gone@store.example>: Recipient address rejected: User unknown",
@@ -407,7 +414,7 @@ async fn a_refused_recipient_parks_the_delivery_with_the_servers_reply() {
 
 #[tokio::test]
 async fn a_transient_451_is_retried_and_the_retry_delivers_the_same_message() {
-    let smtp = SmtpServer::start().await;
+    let smtp = mailbox().await;
     smtp.reply_to_next_data("451 4.3.0 Mail server temporarily rejected message");
     let world = world(&smtp, |_| {}).await;
     let subscriber = world.subscribe(&["staff@store.example"], json!({})).await;
@@ -446,7 +453,7 @@ async fn an_unreachable_smtp_server_is_retried() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
     };
-    let smtp = SmtpServer::start().await;
+    let smtp = mailbox().await;
     let world = world(&smtp, |s| {
         s.email.smtp_url = Some(format!("smtp://{closed}").parse().unwrap());
     })
@@ -468,7 +475,7 @@ async fn an_unreachable_smtp_server_is_retried() {
 
 #[tokio::test]
 async fn the_configured_credentials_log_in_and_a_refused_login_never_shows_the_password() {
-    let smtp = SmtpServer::start().await;
+    let smtp = mailbox().await;
     smtp.require_login("bridge", "correct horse battery");
     let accepting = world(&smtp, |s| {
         s.email.username = Some("bridge".to_owned());
@@ -486,7 +493,7 @@ async fn the_configured_credentials_log_in_and_a_refused_login_never_shows_the_p
         [("bridge".to_owned(), "correct horse battery".to_owned())]
     );
 
-    let refusing = SmtpServer::start().await;
+    let refusing = mailbox().await;
     refusing.require_login("bridge", "the real one");
     let refusing_world = world(&refusing, |s| {
         s.email.username = Some("bridge".to_owned());

@@ -1,14 +1,27 @@
-//! A small SMTP server speaking real SMTP over loopback TCP (EHLO, AUTH PLAIN, MAIL, RCPT, DATA,
-//! RSET, NOOP, QUIT), recording each accepted message. It can refuse a chosen recipient, answer
-//! a scripted reply to the next DATA, and insist on credentials.
+//! A local mailbox: a small SMTP server speaking real SMTP over loopback TCP (EHLO, AUTH PLAIN,
+//! MAIL, RCPT, DATA, RSET, NOOP, QUIT) that keeps each message it accepts. The demo points the
+//! bridge's e-mail channel at it and prints what arrives; the e-mail tests script it to refuse a
+//! recipient, answer the next DATA with an error, or insist on credentials.
+//!
+//! It listens on 127.0.0.1 only and keeps every message in memory: a stand-in for a relay on the
+//! same machine, not a mail server.
 
 use base64::Engine;
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::broadcast;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use url::Url;
+
+/// How many accepted messages a slow [`Mailbox::arrivals`] reader may fall behind by.
+const ARRIVALS_BUFFER: usize = 256;
+/// The pause after a failed accept, so a lasting failure does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// One accepted message: its envelope and the raw DATA (dot-unstuffed, CRLF line ends).
 #[derive(Debug, Clone)]
@@ -30,71 +43,115 @@ struct State {
     logins: Vec<(String, String)>,
 }
 
-pub struct SmtpServer {
-    addr: SocketAddr,
-    state: Arc<Mutex<State>>,
+/// What the sessions share: the state, and where each accepted message is announced.
+struct Shared {
+    state: Mutex<State>,
+    arrivals: broadcast::Sender<Mail>,
 }
 
-impl SmtpServer {
-    pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let state = Arc::new(Mutex::new(State::default()));
-        let shared = Arc::clone(&state);
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(session(stream, Arc::clone(&shared)));
-            }
+impl Shared {
+    // A session that panicked cannot leave the state half-changed in a way that matters here.
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The running server; it stops accepting connections when dropped.
+pub struct Mailbox {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    _stop: DropGuard,
+}
+
+impl Mailbox {
+    /// Listens on a free port of 127.0.0.1.
+    pub async fn start() -> io::Result<Self> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            arrivals: broadcast::channel(ARRIVALS_BUFFER).0,
         });
-        Self { addr, state }
+        let stop = CancellationToken::new();
+        tokio::spawn(accept(listener, Arc::clone(&shared), stop.clone()));
+        Ok(Self {
+            addr,
+            shared,
+            _stop: stop.drop_guard(),
+        })
     }
 
     /// `smtp://127.0.0.1:PORT`: plain SMTP, so the bridge must run with `tls = "none"`.
-    pub fn url(&self) -> url::Url {
-        url::Url::parse(&format!("smtp://{}", self.addr)).expect("URL")
+    pub fn url(&self) -> Url {
+        Url::parse(&format!("smtp://{}", self.addr)).expect("a socket address makes a valid URL")
     }
 
     /// RCPT TO `address` is answered with `reply`, e.g. `550 5.1.1 <x>: unknown user`.
     pub fn refuse_recipient(&self, address: &str, reply: &str) {
-        let mut state = self.state.lock().unwrap();
-        state.refused.insert(address.to_owned(), reply.to_owned());
+        self.shared
+            .state()
+            .refused
+            .insert(address.to_owned(), reply.to_owned());
     }
 
-    /// The next DATA is answered with `reply` (e.g. `451 4.3.0 try later`) and not recorded.
+    /// The next DATA is answered with `reply` (e.g. `451 4.3.0 try later`) and not kept.
     pub fn reply_to_next_data(&self, reply: &str) {
-        self.state
-            .lock()
-            .unwrap()
-            .data_replies
-            .push_back(reply.to_owned());
+        self.shared.state().data_replies.push_back(reply.to_owned());
     }
 
     /// Mail is only accepted after AUTH PLAIN with these credentials.
     pub fn require_login(&self, username: &str, password: &str) {
-        self.state.lock().unwrap().credentials = Some((username.to_owned(), password.to_owned()));
+        self.shared.state().credentials = Some((username.to_owned(), password.to_owned()));
     }
 
+    /// Every message accepted so far, oldest first.
     pub fn mails(&self) -> Vec<Mail> {
-        self.state.lock().unwrap().mails.clone()
+        self.shared.state().mails.clone()
     }
 
+    /// Every AUTH PLAIN identity and password presented so far.
     pub fn logins(&self) -> Vec<(String, String)> {
-        self.state.lock().unwrap().logins.clone()
+        self.shared.state().logins.clone()
     }
 
-    /// Waits (bounded) until at least `count` messages were accepted; returns them all.
+    /// Each message accepted from now on, as it is accepted.
+    pub fn arrivals(&self) -> broadcast::Receiver<Mail> {
+        self.shared.arrivals.subscribe()
+    }
+
+    /// Waits until at least `count` messages were accepted and returns them all. Unbounded:
+    /// callers put their own time limit on it.
     pub async fn wait_for_mails(&self, count: usize) -> Vec<Mail> {
-        tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                let mails = self.mails();
-                if mails.len() >= count {
-                    return mails;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
+        // Subscribed before looking, so a message accepted in between still wakes us.
+        let mut arrivals = self.arrivals();
+        loop {
+            let mails = self.mails();
+            if mails.len() >= count {
+                return mails;
             }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("fewer than {count} mails arrived"))
+            // A new message or a lagged reader: either way, look again. The channel cannot
+            // close while `self` holds its sender.
+            let _ = arrivals.recv().await;
+        }
+    }
+}
+
+async fn accept(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                tokio::spawn(session(stream, peer, Arc::clone(&shared)));
+            }
+            Err(error) => {
+                // Out of file descriptors, say: give the sessions a moment to end.
+                tracing::warn!(%error, "the mailbox cannot accept a connection");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
     }
 }
 
@@ -112,15 +169,18 @@ fn path_of(argument: &str) -> Option<String> {
     Some(argument[start + 1..end].to_owned())
 }
 
-async fn session(stream: TcpStream, state: Arc<Mutex<State>>) {
+#[tracing::instrument(skip_all, fields(%peer))]
+async fn session(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     // A client that hangs up mid-session just ends it.
-    let _ = serve(stream, state).await;
+    if let Err(error) = serve(stream, &shared).await {
+        tracing::debug!(%error, "an SMTP session ended early");
+    }
 }
 
-async fn serve(stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Result<()> {
+async fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
-    write.write_all(b"220 smtp.test ESMTP ready\r\n").await?;
+    write.write_all(b"220 localhost ESMTP ready\r\n").await?;
     let mut txn = Transaction::default();
     let mut authenticated = false;
     let mut line = String::new();
@@ -132,11 +192,11 @@ async fn serve(stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Result<(
         let command = line.trim_end_matches(['\r', '\n']);
         let (verb, argument) = command.split_once(' ').unwrap_or((command, ""));
         let reply = match verb.to_ascii_uppercase().as_str() {
-            "EHLO" => "250-smtp.test\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 AUTH PLAIN".to_owned(),
-            "HELO" => "250 smtp.test".to_owned(),
+            "EHLO" => "250-localhost\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 AUTH PLAIN".to_owned(),
+            "HELO" => "250 localhost".to_owned(),
             "AUTH" => {
-                let (ok, login) = check_login(argument, &state);
-                state.lock().unwrap().logins.extend(login);
+                let (ok, login) = check_login(argument, shared);
+                shared.state().logins.extend(login);
                 authenticated = ok;
                 if ok {
                     "235 2.7.0 Authentication successful".to_owned()
@@ -145,7 +205,7 @@ async fn serve(stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Result<(
                 }
             }
             "MAIL" => {
-                let needs_login = state.lock().unwrap().credentials.is_some();
+                let needs_login = shared.state().credentials.is_some();
                 if needs_login && !authenticated {
                     "530 5.7.0 Authentication required".to_owned()
                 } else {
@@ -159,7 +219,7 @@ async fn serve(stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Result<(
             "RCPT" => match path_of(argument) {
                 None => "501 5.1.3 Bad recipient address syntax".to_owned(),
                 Some(address) => {
-                    let refused = state.lock().unwrap().refused.get(&address).cloned();
+                    let refused = shared.state().refused.get(&address).cloned();
                     match refused {
                         Some(reply) => reply,
                         None => {
@@ -177,15 +237,18 @@ async fn serve(stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Result<(
                     .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
                     .await?;
                 let data = read_data(&mut lines).await?;
-                let mut state = state.lock().unwrap();
-                let reply = match state.data_replies.pop_front() {
+                let scripted = shared.state().data_replies.pop_front();
+                let reply = match scripted {
                     Some(reply) => reply,
                     None => {
-                        state.mails.push(Mail {
+                        let mail = Mail {
                             mail_from: txn.mail_from.take().unwrap_or_default(),
                             rcpt_to: std::mem::take(&mut txn.rcpt_to),
                             data,
-                        });
+                        };
+                        shared.state().mails.push(mail.clone());
+                        // Nobody listening is fine: the message is kept all the same.
+                        let _ = shared.arrivals.send(mail);
                         "250 2.0.0 Ok: queued".to_owned()
                     }
                 };
@@ -208,7 +271,7 @@ async fn serve(stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Result<(
 }
 
 /// `AUTH PLAIN <base64 of "\0user\0password">`: whether it matches, and what was presented.
-fn check_login(argument: &str, state: &Mutex<State>) -> (bool, Option<(String, String)>) {
+fn check_login(argument: &str, shared: &Shared) -> (bool, Option<(String, String)>) {
     let Some(encoded) = argument.strip_prefix("PLAIN ") else {
         return (false, None);
     };
@@ -223,20 +286,18 @@ fn check_login(argument: &str, state: &Mutex<State>) -> (bool, Option<(String, S
         String::from_utf8_lossy(user).into_owned(),
         String::from_utf8_lossy(password).into_owned(),
     );
-    let expected = state.lock().unwrap().credentials.clone();
+    let expected = shared.state().credentials.clone();
     (expected.as_ref() == Some(&login), Some(login))
 }
 
 /// The message up to the lone `.` line, with dot-stuffing undone.
-async fn read_data(
-    lines: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
-) -> std::io::Result<Vec<u8>> {
+async fn read_data(lines: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> io::Result<Vec<u8>> {
     let mut data = Vec::new();
     let mut line = Vec::new();
     loop {
         line.clear();
         if lines.read_until(b'\n', &mut line).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
+            return Err(io::ErrorKind::UnexpectedEof.into());
         }
         if line == b".\r\n" {
             return Ok(data);
