@@ -72,11 +72,11 @@ impl Application {
         let bind_error = |source| StartupError::Bind { addr, source };
         let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
         let port = listener.local_addr().map_err(bind_error)?.port();
-        let state = AppState::new(store, Arc::new(settings));
+        let state = AppState::new(store, Arc::new(settings), instacart);
         let router = admin::router(state.clone());
         let poller = Arc::new(Poller::new(
             state.store.clone(),
-            instacart,
+            state.instacart.clone(),
             state.settings.poller.clone(),
             state.poller_wake.clone(),
             state.dispatcher_wake.clone(),
@@ -84,6 +84,7 @@ impl Application {
         let dispatcher = Arc::new(Dispatcher::new(
             state.store.clone(),
             channels,
+            state.instacart.clone(),
             state.settings.delivery.clone(),
             state.dispatcher_wake.clone(),
         ));

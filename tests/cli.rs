@@ -1,10 +1,11 @@
-//! The binary's start-up: a bad configuration fails at once, naming the key and the rule.
+//! The binary's start-up: a bad configuration fails at once, naming the key and the rule; and
+//! the demo shows each channel.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn bridge(args: &[&str], env: &[(&str, &str)], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shopper-bridge"))
@@ -197,10 +198,34 @@ fn the_environment_alone_is_enough_to_migrate_a_new_store() {
     assert!(!stderr.contains("sqlite://"), "{stderr}");
 }
 
+/// What the demo must have printed, per channel: a line starting with the first text and
+/// containing the second.
+const DEMO_SHOWS: [(&str, &str); 9] = [
+    ("webhook │ ✓ chat_message.created", "signature verified"),
+    (
+        "webhook │ ✓ lifecycle_message.created",
+        "signature verified",
+    ),
+    ("e-mail  │ ✉ ", "Order "),
+    (
+        "e-mail  │     From: Store 42 <shopper-chat@store.example>",
+        "To: staff@store.example",
+    ),
+    ("e-mail  │     Message-ID: <", "@shopper-bridge>"),
+    // A later e-mail about an order threads under its first one.
+    ("e-mail  │     Message-ID: <", "In-Reply-To: <"),
+    (
+        "e-mail  │     multipart/alternative",
+        "text/plain + text/html",
+    ),
+    ("slack   │ ✓ ", "text: "),
+    ("slack   │     [section] ", "wrote:"),
+];
+
 #[test]
-fn the_demo_prints_verified_webhooks_and_stops_on_ctrl_c() {
+fn the_demo_shows_what_each_channel_receives_and_stops_on_ctrl_c() {
     let mut demo = Command::new(env!("CARGO_BIN_EXE_shopper-bridge"))
-        .args(["demo", "--message-interval", "200ms"])
+        .args(["demo", "--message-interval", "200ms", "--email-digest", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -212,21 +237,27 @@ fn the_demo_prints_verified_webhooks_and_stops_on_ctrl_c() {
             let _ = lines_tx.send(line);
         }
     });
-    let wanted = ["chat_message.created", "lifecycle_message.created"];
-    let mut seen = Vec::new();
-    while !wanted.iter().all(|w| {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen: Vec<String> = Vec::new();
+    let shown = |seen: &[String], (start, needle): (&str, &str)| {
         seen.iter()
-            .any(|l: &String| l.starts_with('✓') && l.contains(w))
-    }) {
-        match lines.recv_timeout(Duration::from_secs(60)) {
+            .any(|l| l.starts_with(start) && l.contains(needle))
+    };
+    while !DEMO_SHOWS.iter().all(|&wanted| shown(&seen, wanted)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
             Ok(line) => seen.push(line),
             Err(_) => {
                 let _ = demo.kill();
-                panic!("no verified webhook of each type within 60 s; printed: {seen:#?}");
+                let missing: Vec<_> = DEMO_SHOWS
+                    .iter()
+                    .filter(|&&wanted| !shown(&seen, wanted))
+                    .collect();
+                panic!("within 60 s, nothing like {missing:?}; printed: {seen:#?}");
             }
         }
     }
-    assert!(!seen.iter().any(|l| l.starts_with('✗')), "{seen:#?}");
+    assert!(!seen.iter().any(|l| l.contains('✗')), "{seen:#?}");
 
     let interrupted = Command::new("kill")
         .args(["-INT", &demo.id().to_string()])

@@ -9,8 +9,8 @@ use shopper_bridge::domain::{
 };
 use shopper_bridge::store::{
     self, AttemptRecord, AttemptResolution, Channel, ClaimedDelivery, DeliveryFilter,
-    DeliveryStatus, NewEvent, NewSubscriber, OrderState, PollCommit, PollProgress, RetryOutcome,
-    Store, Subscriber, SubscriberFilter, SubscriberPatch, SubscriberStatus,
+    DeliveryStatus, MarkReadPolicy, NewEvent, NewSubscriber, OrderState, PollCommit, PollProgress,
+    RetryOutcome, Store, Subscriber, SubscriberFilter, SubscriberPatch, SubscriberStatus,
 };
 
 const LEASE: Duration = Duration::seconds(30);
@@ -36,13 +36,8 @@ fn order_id(id: &str) -> OrderId {
 
 fn event(order: &OrderId, event_type: EventType, subject: i64, at: DateTime<Utc>) -> NewEvent {
     let id = EventId::derive(event_type, order, Some(subject));
-    NewEvent {
-        payload: format!(r#"{{"id":"{id}","type":"{event_type}","subject":{subject}}}"#),
-        id,
-        order_id: order.clone(),
-        event_type,
-        created_at: at,
-    }
+    let payload = format!(r#"{{"id":"{id}","type":"{event_type}","subject":{subject}}}"#);
+    NewEvent::new(id, order.clone(), event_type, payload, at)
 }
 
 fn progress(polled_at: DateTime<Utc>) -> PollProgress {
@@ -87,6 +82,7 @@ async fn subscriber(store: &dyn Store, filter: SubscriberFilter) -> Subscriber {
             },
             filter,
             description: Some("test receiver".to_owned()),
+            mark_read: MarkReadPolicy::Never,
             secret: SigningSecret::generate(),
             created_at: t(0),
         })
@@ -182,6 +178,86 @@ async fn seen_state_remembers_items_and_read_flags() {
         .unwrap()
         .chat
         .is_empty());
+}
+
+#[tokio::test]
+async fn seen_state_carries_sent_messages_and_mark_read_requests_until_the_reading() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    let order = watched(&*store, "122233").await;
+    let requester = subscriber(&*store, SubscriberFilter::default()).await;
+    let gone = subscriber(&*store, SubscriberFilter::default()).await;
+    store.delete_subscriber(&gone.id).await.unwrap();
+    store
+        .record_sent_message(&order, 7, Some(&requester.id), t(1))
+        .await
+        .unwrap();
+    store
+        .record_sent_message(&order, 8, None, t(1))
+        .await
+        .unwrap();
+    // 11 unread, 12 already read: only 11 is read by the request.
+    let first = PollCommit {
+        new_chat: vec![(11, false), (12, true)],
+        ..poll(&order, 0, 21, t(1))
+    };
+    store.commit_poll(&first).await.unwrap();
+    for _ in 0..2 {
+        store
+            .record_read_request(&order, &[requester.id.clone(), gone.id.clone()], t(2))
+            .await
+            .unwrap();
+    }
+
+    let seen = store.seen_state(&order).await.unwrap();
+    assert_eq!(seen.sent.get(&7), Some(&Some(requester.id.clone())));
+    assert_eq!(seen.sent.get(&8), Some(&None));
+    assert_eq!(seen.read_requested.len(), 1);
+    assert_eq!(
+        seen.read_requested.get(&11),
+        Some(&vec![requester.id.clone()])
+    );
+
+    let read_poll = PollCommit {
+        new_chat: vec![],
+        newly_read: vec![11],
+        new_lifecycle: vec![],
+        events: vec![],
+        ..poll(&order, 0, 0, t(3))
+    };
+    store.commit_poll(&read_poll).await.unwrap();
+    let seen = store.seen_state(&order).await.unwrap();
+    assert!(seen.read_requested.is_empty());
+    assert_eq!(seen.sent.len(), 2);
+}
+
+#[tokio::test]
+async fn an_excluded_subscriber_gets_no_delivery_of_the_event() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    let order = watched(&*store, "122233").await;
+    let origin = subscriber(&*store, SubscriberFilter::default()).await;
+    let other = subscriber(&*store, SubscriberFilter::default()).await;
+    let mut commit = poll(&order, 11, 21, t(1));
+    commit.events[0].exclude_subscribers = vec![origin.id.clone()];
+    let summary = store.commit_poll(&commit).await.unwrap();
+    assert_eq!(summary.deliveries_created, 3);
+    let types = |deliveries: Vec<store::Delivery>| {
+        let mut types: Vec<_> = deliveries.iter().map(|d| d.event_type).collect();
+        types.sort_by_key(|t| t.as_str());
+        types
+    };
+    assert_eq!(
+        types(deliveries_of(&*store, &origin).await),
+        [EventType::LifecycleMessageCreated]
+    );
+    assert_eq!(
+        types(deliveries_of(&*store, &other).await),
+        [
+            EventType::ChatMessageCreated,
+            EventType::LifecycleMessageCreated
+        ]
+    );
 }
 
 #[tokio::test]

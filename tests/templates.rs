@@ -7,12 +7,12 @@ use std::path::Path;
 
 use shopper_bridge::config::Settings;
 use shopper_bridge::domain::{DeliveryId, EventType, OrderId, SubscriberId};
-use shopper_bridge::instacart::models::{OrderMessagesResponse, PollSnapshot};
+use shopper_bridge::instacart::models::{OrderMessagesResponse, ParticipantType, PollSnapshot};
 use shopper_bridge::poller::differ::diff;
 use shopper_bridge::startup::{Application, StartupError};
 use shopper_bridge::store::{
-    Channel, ClaimToken, ClaimedDelivery, NewEvent, SeenState, Subscriber, SubscriberFilter,
-    SubscriberStatus,
+    Channel, ClaimToken, ClaimedDelivery, MarkReadPolicy, NewEvent, SeenState, Subscriber,
+    SubscriberFilter, SubscriberStatus,
 };
 use shopper_bridge::templates::{EventContext, SlackMessage, TemplateError, Templates};
 
@@ -91,6 +91,7 @@ fn claimed(event: &NewEvent) -> ClaimedDelivery {
             description: None,
             status: SubscriberStatus::Active,
             disabled_reason: None,
+            mark_read: MarkReadPolicy::Never,
             created_at: now,
             updated_at: now,
             secrets: Vec::new(),
@@ -179,6 +180,42 @@ fn every_default_template_renders_for_the_seed_events() {
             "{slack:?}"
         );
     }
+}
+
+#[test]
+fn a_message_the_store_sent_through_the_bridge_says_so_in_every_template() {
+    let templates = Templates::load(None).unwrap();
+    let mut snapshot = seed_snapshot();
+    snapshot.chat_messages[0].sender_type = ParticipantType::User;
+    let mut seen = SeenState::default();
+    seen.sent.insert(snapshot.chat_messages[0].id, None);
+    let events = diff(&order(), &seen, &snapshot, at("2021-01-01T00:10:00Z")).events;
+    let sent = &contexts(&events[..1])[0];
+    assert_eq!(sent.event_type(), EventType::ChatMessageCreated);
+    let email = templates.email(sent).unwrap();
+    let slack = templates.slack(sent).unwrap();
+    for part in [
+        &email.text,
+        &email.html,
+        &slack.text,
+        &block_texts(&slack).join("\n"),
+    ] {
+        assert!(part.contains("sent by the store"), "{part}");
+    }
+
+    // Any other message does not.
+    let customer = chat_created_with(|s| s.chat_messages[0].sender_type = ParticipantType::User);
+    let email = templates.email(&customer).unwrap();
+    let slack = templates.slack(&customer).unwrap();
+    for part in [
+        &email.text,
+        &email.html,
+        &slack.text,
+        &block_texts(&slack).join("\n"),
+    ] {
+        assert!(!part.contains("sent by the store"), "{part}");
+    }
+    assert!(email.text.contains("(customer)"), "{}", email.text);
 }
 
 #[test]

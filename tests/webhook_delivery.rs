@@ -22,9 +22,10 @@ use shopper_bridge::channels::Channels;
 use shopper_bridge::config::{DeliverySettings, Settings};
 use shopper_bridge::dispatch::Dispatcher;
 use shopper_bridge::domain::{EventId, EventType, OrderId, SigningSecret, SubscriberId};
+use shopper_bridge::instacart::InstacartClient;
 use shopper_bridge::store::{
-    self, Channel, Delivery, DeliveryFilter, DeliveryStatus, NewEvent, NewSubscriber, OrderState,
-    PollCommit, PollProgress, Store, SubscriberFilter, SubscriberStatus,
+    self, Channel, Delivery, DeliveryFilter, DeliveryStatus, MarkReadPolicy, NewEvent,
+    NewSubscriber, OrderState, PollCommit, PollProgress, Store, SubscriberFilter, SubscriberStatus,
 };
 use shopper_bridge::templates::Templates;
 
@@ -169,9 +170,14 @@ async fn bridge(settings: DeliverySettings) -> Bridge {
     let mut all: Settings = serde_json::from_value(serde_json::json!({})).unwrap();
     all.delivery = settings.clone();
     let channels = Channels::new(&all, Templates::load(None).unwrap(), Arc::clone(&store)).unwrap();
+    // Never called (no subscriber here marks messages read); were it, nothing listens there.
+    all.instacart.base_url = "http://127.0.0.1:9".parse().unwrap();
+    all.instacart.token = Some("unused".to_owned().into());
+    let instacart = InstacartClient::new(&all.instacart, all.instacart_auth().unwrap()).unwrap();
     let dispatcher = Arc::new(Dispatcher::new(
         Arc::clone(&store),
         channels,
+        instacart,
         settings,
         Arc::default(),
     ));
@@ -199,6 +205,7 @@ impl Bridge {
                 },
                 filter: SubscriberFilter::default(),
                 description: None,
+                mark_read: MarkReadPolicy::Never,
                 secret: secret.clone(),
                 created_at: Utc::now(),
             })
@@ -226,13 +233,13 @@ impl Bridge {
                 new_chat: vec![(message_id, false)],
                 newly_read: Vec::new(),
                 new_lifecycle: Vec::new(),
-                events: vec![NewEvent {
-                    id: event_id.clone(),
+                events: vec![NewEvent::new(
+                    event_id.clone(),
                     order_id,
                     event_type,
-                    payload: payload.clone(),
-                    created_at: now,
-                }],
+                    payload.clone(),
+                    now,
+                )],
                 progress: PollProgress {
                     polled_at: now,
                     state: OrderState::Watching,

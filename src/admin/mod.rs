@@ -6,6 +6,7 @@ pub mod deliveries;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod messages;
 pub mod openapi;
 pub mod orders;
 pub mod subscribers;
@@ -24,6 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::config::Settings;
+use crate::instacart::InstacartClient;
 use crate::store::Store;
 use error::ApiError;
 
@@ -32,6 +34,8 @@ use error::ApiError;
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub settings: Arc<Settings>,
+    /// The one Connect client of the process (the poller's too): its pool and token cache.
+    pub instacart: InstacartClient,
     /// Notified when an order starts being watched, so the poller polls it right away.
     pub poller_wake: Arc<Notify>,
     /// Notified when a delivery is queued by hand, so the dispatcher sends it right away.
@@ -39,10 +43,11 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, settings: Arc<Settings>) -> Self {
+    pub fn new(store: Arc<dyn Store>, settings: Arc<Settings>, instacart: InstacartClient) -> Self {
         Self {
             store,
             settings,
+            instacart,
             poller_wake: Arc::new(Notify::new()),
             dispatcher_wake: Arc::new(Notify::new()),
         }
@@ -53,6 +58,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let v1 = OpenApiRouter::new()
         .merge(orders::router())
+        .merge(messages::router())
         .merge(subscribers::router())
         .merge(deliveries::router())
         .route_layer(middleware::from_fn_with_state(

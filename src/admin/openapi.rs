@@ -18,12 +18,14 @@ const SECURITY_SCHEME: &str = "admin_token";
 #[openapi(
     info(
         title = "shopper-bridge admin API",
-        description = "Watch Instacart orders, manage webhook subscribers and inspect deliveries. \
+        description = "Watch Instacart orders, talk back to their shoppers, manage webhook \
+            subscribers and inspect deliveries. \
             Every `/v1` route needs `Authorization: Bearer <server.admin_token>`. Errors are \
             `{\"errors\":[{\"code\",\"message\"}]}`."
     ),
     tags(
         (name = "orders", description = "Watched orders and their polling state"),
+        (name = "messages", description = "Replies to an order's shopper and read receipts, through Connect"),
         (name = "subscribers", description = "Event receivers, their filters and signing secrets"),
         (name = "deliveries", description = "Deliveries, their attempts, manual retries"),
         (name = "meta", description = "Health and this document; no authentication"),

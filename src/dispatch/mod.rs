@@ -1,6 +1,8 @@
 //! The dispatcher: claims due deliveries from the store's outbox, sends them through their
 //! channel, and records every attempt of a batch in one write: delivered, retry scheduled, or
 //! parked as failed. At-least-once: a crash mid-batch leaves the claims to expire and be retried.
+//! After the batch, orders whose shopper messages reached an `on_delivery` subscriber are marked
+//! read upstream, once per order.
 
 mod rate;
 mod retry;
@@ -10,6 +12,7 @@ pub use retry::retry_delay;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use rand::Rng;
+use std::collections::hash_map::{Entry, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -17,7 +20,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::channels::{ChannelSender, Channels, SendOutcome};
 use crate::config::DeliverySettings;
-use crate::store::{AttemptRecord, AttemptResolution, ClaimedDelivery, Store, StoreError};
+use crate::domain::{EventType, OrderId, SubscriberId};
+use crate::instacart::models::ParticipantType;
+use crate::instacart::InstacartClient;
+use crate::store::{
+    AttemptRecord, AttemptResolution, Channel, ClaimedDelivery, MarkReadPolicy, Store, StoreError,
+};
+use crate::telemetry::error_chain;
 use crate::time;
 
 /// How long past the send timeout a claim holds: room to record the batch's attempts.
@@ -28,14 +37,107 @@ const MAX_IDLE: Duration = Duration::from_secs(1);
 pub struct Dispatcher {
     store: Arc<dyn Store>,
     channels: Channels,
+    /// Marks orders read for `on_delivery` subscribers.
+    instacart: InstacartClient,
     settings: DeliverySettings,
     waker: Arc<Notify>,
     pace: rate::SendPace,
 }
 
-/// Splits a claimed batch into sends: one delivery each.
+/// Splits a claimed batch into sends: an e-mail digest subscriber's deliveries of one order
+/// go together (the fan-out made them due together), in the order their events were detected;
+/// every other delivery goes alone.
 fn sends(batch: Vec<ClaimedDelivery>) -> Vec<Vec<ClaimedDelivery>> {
-    batch.into_iter().map(|delivery| vec![delivery]).collect()
+    let mut sends: Vec<Vec<ClaimedDelivery>> = Vec::with_capacity(batch.len());
+    let mut digests: HashMap<(SubscriberId, OrderId), usize> = HashMap::new();
+    for delivery in batch {
+        let is_digest = matches!(
+            delivery.subscriber.channel,
+            Channel::Email {
+                digest_seconds: Some(_),
+                ..
+            }
+        );
+        if !is_digest {
+            sends.push(vec![delivery]);
+            continue;
+        }
+        match digests.entry((delivery.subscriber.id.clone(), delivery.order_id.clone())) {
+            Entry::Occupied(entry) => sends[*entry.get()].push(delivery),
+            Entry::Vacant(entry) => {
+                entry.insert(sends.len());
+                sends.push(vec![delivery]);
+            }
+        }
+    }
+    for &index in digests.values() {
+        // Stable: events detected together keep the claim's (insertion) order.
+        sends[index].sort_by_key(|delivery| delivery.event_created_at);
+    }
+    sends
+}
+
+/// Why marking an order read after a delivery failed.
+#[derive(Debug, thiserror::Error)]
+enum MarkReadError {
+    #[error("store error")]
+    Store(#[from] StoreError),
+    #[error("Connect refused to mark the messages read")]
+    Instacart(#[from] crate::instacart::InstacartError),
+}
+
+/// The orders to mark read after a batch, each with the `on_delivery` subscribers that just
+/// received a shopper's chat message of it: however many messages, one request per order.
+fn reads_to_request(
+    attempted: &[(Vec<ClaimedDelivery>, Vec<AttemptRecord>)],
+) -> HashMap<OrderId, Vec<SubscriberId>> {
+    let mut orders: HashMap<OrderId, Vec<SubscriberId>> = HashMap::new();
+    let delivered = attempted.iter().flat_map(|(group, records)| {
+        group
+            .iter()
+            .zip(records)
+            .filter(|(_, record)| record.resolution == AttemptResolution::Delivered)
+            .map(|(delivery, _)| delivery)
+    });
+    for delivery in delivered {
+        if delivery.subscriber.mark_read == MarkReadPolicy::OnDelivery
+            && delivery.event_type == EventType::ChatMessageCreated
+            && sent_by_shopper(&delivery.payload)
+        {
+            let subscribers = orders.entry(delivery.order_id.clone()).or_default();
+            if !subscribers.contains(&delivery.subscriber.id) {
+                subscribers.push(delivery.subscriber.id.clone());
+            }
+        }
+    }
+    orders
+}
+
+/// Whether a chat event's payload is about a message from the shopper (only those are marked
+/// read upstream).
+fn sent_by_shopper(payload: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        data: Data,
+    }
+    #[derive(serde::Deserialize)]
+    struct Data {
+        message: Message,
+    }
+    #[derive(serde::Deserialize)]
+    struct Message {
+        sender_type: ParticipantType,
+    }
+    serde_json::from_str::<Body>(payload)
+        .is_ok_and(|body| body.data.message.sender_type == ParticipantType::Driver)
+}
+
+/// What a group's retry time is computed from, shared by its deliveries.
+struct RetryBasis {
+    /// Attempts made before this one.
+    attempts_made: u32,
+    /// Where in the jitter band the wait falls, in `[-1, 1]`.
+    spread: f64,
 }
 
 fn log_attempt(delivery: &ClaimedDelivery, record: &AttemptRecord) {
@@ -65,12 +167,14 @@ impl Dispatcher {
     pub fn new(
         store: Arc<dyn Store>,
         channels: Channels,
+        instacart: InstacartClient,
         settings: DeliverySettings,
         waker: Arc<Notify>,
     ) -> Self {
         Self {
             store,
             channels,
+            instacart,
             settings,
             waker,
             pace: rate::SendPace::default(),
@@ -85,8 +189,9 @@ impl Dispatcher {
 
     /// Claims one batch of due deliveries (up to `concurrency`), puts back those their
     /// subscriber's send rate does not allow yet, sends the rest concurrently and records their
-    /// attempts in one store call. Returns how many were attempted; 0 when none was due (or all
-    /// were put back).
+    /// attempts in one store call, then marks read the orders that `on_delivery` subscribers
+    /// just received shopper messages of (one request per order). Returns how many were
+    /// attempted; 0 when none was due (or all were put back).
     #[tracing::instrument(skip_all)]
     pub async fn deliver_next(&self) -> Result<usize, StoreError> {
         let now = Utc::now();
@@ -107,26 +212,73 @@ impl Dispatcher {
             return Ok(0);
         }
         // Owned items: a closure over borrowed ones would make `run`'s future not `Send`.
-        let records: Vec<Vec<AttemptRecord>> = stream::iter(sends(batch))
-            .map(|group| async move { self.attempt(&group).await })
+        let attempted: Vec<(Vec<ClaimedDelivery>, Vec<AttemptRecord>)> = stream::iter(sends(batch))
+            .map(|group| async move {
+                let records = self.attempt(&group).await;
+                (group, records)
+            })
             .buffer_unordered(self.settings.concurrency)
             .collect()
             .await;
-        let records: Vec<AttemptRecord> = records.into_iter().flatten().collect();
+        let to_mark = reads_to_request(&attempted);
+        let records: Vec<AttemptRecord> = attempted
+            .into_iter()
+            .flat_map(|(_, records)| records)
+            .collect();
         self.store.record_attempts(&records).await?;
+        stream::iter(to_mark)
+            .for_each_concurrent(self.settings.concurrency, |(order_id, subscribers)| {
+                self.mark_read(order_id, subscribers)
+            })
+            .await;
         Ok(records.len())
     }
 
+    /// Marks the order's messages read upstream on behalf of `subscribers`, and remembers it
+    /// so the readings are not announced back to them. A failure is logged and not retried: the
+    /// next shopper message delivered to them asks again.
+    #[tracing::instrument(skip_all, fields(order_id = %order_id))]
+    async fn mark_read(&self, order_id: OrderId, subscribers: Vec<SubscriberId>) {
+        let result = async {
+            let user_id = self
+                .store
+                .get_order(&order_id)
+                .await?
+                .and_then(|(order, _)| order.user_id);
+            let read = self
+                .instacart
+                .mark_read(&order_id, user_id.as_ref())
+                .await?;
+            self.store
+                .record_read_request(&order_id, &subscribers, Utc::now())
+                .await?;
+            Ok::<_, MarkReadError>(read.messages_read_count)
+        }
+        .await;
+        match result {
+            Ok(count) => tracing::info!(messages_read = count, "marked read on delivery"),
+            Err(error) => tracing::warn!(
+                error = %error_chain(&error),
+                "could not mark the order's messages read on delivery"
+            ),
+        }
+    }
+
     /// One send of a group of deliveries to one subscriber; every delivery in it shares the
-    /// outcome.
+    /// outcome, and a retry time, so the group stays together (a digest e-mail keeps its
+    /// Message-ID). The group's least-tried delivery sets that time: none is given up early.
     async fn attempt(&self, group: &[ClaimedDelivery]) -> Vec<AttemptRecord> {
         let at = Utc::now();
         let outcome = self.channels.send(group, at).await;
         let finished = Utc::now();
+        let retry = RetryBasis {
+            attempts_made: group.iter().map(|d| d.attempts_made).min().unwrap_or(0),
+            spread: rand::thread_rng().gen_range(-1.0..=1.0),
+        };
         group
             .iter()
             .map(|delivery| {
-                let record = self.record(delivery, at, finished, outcome.clone());
+                let record = self.record(delivery, at, finished, &retry, outcome.clone());
                 log_attempt(delivery, &record);
                 record
             })
@@ -139,6 +291,7 @@ impl Dispatcher {
         delivery: &ClaimedDelivery,
         at: DateTime<Utc>,
         finished: DateTime<Utc>,
+        retry: &RetryBasis,
         outcome: SendOutcome,
     ) -> AttemptRecord {
         let (resolution, status_code, response_excerpt, error, disable) = match outcome {
@@ -151,13 +304,12 @@ impl Dispatcher {
                 excerpt,
                 error,
             } => {
-                let spread = rand::thread_rng().gen_range(-1.0..=1.0);
                 let resolution = match retry_delay(
                     &self.settings.retry_schedule,
                     self.settings.retry_jitter,
-                    delivery.attempts_made + 1,
+                    retry.attempts_made + 1,
                     after,
-                    spread,
+                    retry.spread,
                 ) {
                     Some(wait) => AttemptResolution::RetryAt(time::after(finished, wait)),
                     None => AttemptResolution::Failed,
@@ -245,5 +397,75 @@ impl Dispatcher {
             () = tokio::time::sleep(wait) => {}
             () = cancel.cancelled() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{DeliveryId, EventId, EventType};
+    use crate::store::{ClaimToken, SubscriberFilter, SubscriberStatus};
+
+    fn subscriber(channel: Channel) -> crate::store::Subscriber {
+        crate::store::Subscriber {
+            id: SubscriberId::generate(),
+            channel,
+            filter: SubscriberFilter::default(),
+            description: None,
+            status: SubscriberStatus::Active,
+            disabled_reason: None,
+            mark_read: MarkReadPolicy::default(),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            secrets: Vec::new(),
+        }
+    }
+
+    fn delivery(
+        subscriber: &crate::store::Subscriber,
+        order: &str,
+        message: i64,
+        detected_secs_ago: i64,
+    ) -> ClaimedDelivery {
+        let order_id = OrderId::parse("order_id", order).unwrap();
+        ClaimedDelivery {
+            id: DeliveryId::generate(),
+            claim: ClaimToken::generate(),
+            event_id: EventId::derive(EventType::ChatMessageCreated, &order_id, Some(message)),
+            event_type: EventType::ChatMessageCreated,
+            order_id,
+            event_created_at: Utc::now() - chrono::Duration::seconds(detected_secs_ago),
+            payload: Arc::from("{}"),
+            attempts_made: 0,
+            subscriber: subscriber.clone(),
+        }
+    }
+
+    #[test]
+    fn a_digest_subscribers_deliveries_of_one_order_go_as_one_send_in_detection_order() {
+        let digest = subscriber(Channel::Email {
+            to: vec!["staff@store.example".to_owned()],
+            digest_seconds: Some(60),
+        });
+        let plain = subscriber(Channel::Email {
+            to: vec!["ops@store.example".to_owned()],
+            digest_seconds: None,
+        });
+        let batch = vec![
+            delivery(&digest, "1", 2, 5),
+            delivery(&plain, "1", 1, 9),
+            delivery(&digest, "2", 1, 9),
+            delivery(&plain, "1", 2, 5),
+            delivery(&digest, "1", 1, 9),
+        ];
+        let ids = |picks: &[usize]| -> Vec<EventId> {
+            picks.iter().map(|&i| batch[i].event_id.clone()).collect()
+        };
+        let expected = [ids(&[4, 0]), ids(&[1]), ids(&[2]), ids(&[3])];
+        let found: Vec<Vec<EventId>> = sends(batch.clone())
+            .iter()
+            .map(|send| send.iter().map(|d| d.event_id.clone()).collect())
+            .collect();
+        assert_eq!(found, expected);
     }
 }

@@ -117,6 +117,7 @@ mod tests {
             description: None,
             status: SubscriberStatus::Active,
             disabled_reason: None,
+            mark_read: crate::store::MarkReadPolicy::default(),
             created_at: Utc::now(),
             updated_at: Utc::now(),
             secrets: vec![crate::store::StoredSecret {

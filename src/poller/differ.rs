@@ -1,6 +1,10 @@
 //! The differ: a pure function from (what the store has seen, what upstream returned) to the
 //! events to emit and the seen-state changes to record. Novelty is decided by id membership, never
 //! by id order, and an empty `chat_messages` on an expired order deletes nothing.
+//!
+//! What the bridge itself did in the chat is not echoed back to the subscriber behind it: a
+//! message it sent is marked `sent_by_retailer` and not announced as new to its origin, and a
+//! reading of shopper messages an `on_delivery` subscriber caused is not announced to it.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
@@ -44,6 +48,8 @@ struct ChatData<'a> {
     message: &'a ChatMessage,
     /// The sender's display name and avatar, when the metadata knows them.
     sender: Option<&'a ChatUser>,
+    /// Sent through the bridge on the retailer's behalf (upstream shows it as the customer's).
+    sent_by_retailer: bool,
     #[serde(flatten)]
     parties: Parties<'a>,
 }
@@ -79,19 +85,31 @@ pub fn diff(
     let mut chat: Vec<&ChatMessage> = snapshot.chat_messages.iter().collect();
     chat.sort_by_key(|m| (m.created_at, m.id));
     for message in chat {
-        match seen.chat.get(&message.id) {
+        let sent = seen.sent.get(&message.id);
+        let (event_type, exclude) = match seen.chat.get(&message.id) {
             None => {
                 out.new_chat.push((message.id, message.read));
-                out.events
-                    .push(builder.chat(EventType::ChatMessageCreated, message));
+                let origin = sent.cloned().flatten();
+                (EventType::ChatMessageCreated, Vec::from_iter(origin))
             }
             Some(false) if message.read => {
                 out.newly_read.push(message.id);
-                out.events
-                    .push(builder.chat(EventType::ChatMessageRead, message));
+                // A mark-read request reads the shopper's messages only: the shopper reading the
+                // customer's (or retailer's) message is news to everyone.
+                let requesters = match message.sender_type {
+                    ParticipantType::Driver => seen.read_requested.get(&message.id),
+                    ParticipantType::User => None,
+                };
+                (
+                    EventType::ChatMessageRead,
+                    requesters.cloned().unwrap_or_default(),
+                )
             }
-            Some(_) => {}
-        }
+            Some(_) => continue,
+        };
+        let mut event = builder.chat(event_type, message, sent.is_some());
+        event.exclude_subscribers = exclude;
+        out.events.push(event);
     }
 
     let mut lifecycle: Vec<&LifecycleMessage> = snapshot
@@ -138,11 +156,17 @@ impl<'a> EventBuilder<'a> {
         }
     }
 
-    fn chat(&self, event_type: EventType, message: &ChatMessage) -> NewEvent {
+    fn chat(
+        &self,
+        event_type: EventType,
+        message: &ChatMessage,
+        sent_by_retailer: bool,
+    ) -> NewEvent {
         let data = ChatData {
             order_id: self.order_id,
             message,
             sender: self.sender_of(message),
+            sent_by_retailer,
             parties: self.parties(),
         };
         self.event(event_type, Some(message.id), data)
@@ -180,19 +204,20 @@ impl<'a> EventBuilder<'a> {
             timestamp: self.now.to_rfc3339_opts(SecondsFormat::Millis, true),
             data,
         };
-        NewEvent {
-            id: EventId::derive(event_type, self.order_id, subject),
-            order_id: self.order_id.clone(),
+        NewEvent::new(
+            EventId::derive(event_type, self.order_id, subject),
+            self.order_id.clone(),
             event_type,
-            payload: serde_json::to_string(&envelope).expect("event payloads always serialize"),
-            created_at: self.now,
-        }
+            serde_json::to_string(&envelope).expect("event payloads always serialize"),
+            self.now,
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::SubscriberId;
     use crate::instacart::models::OrderMessagesResponse;
     use serde_json::Value;
 
@@ -333,5 +358,84 @@ mod tests {
         let diff = diff(&order(), &SeenState::default(), &snapshot, now());
         let body: Value = serde_json::from_str(&diff.events[0].payload).unwrap();
         assert!(body["data"]["sender"].is_null());
+    }
+
+    /// The seed's shopper message plus one the bridge sent (id 7, shown as the customer's).
+    fn with_sent_message() -> PollSnapshot {
+        let mut snapshot = seed_snapshot();
+        let mut sent = snapshot.chat_messages[0].clone();
+        sent.id = 7;
+        sent.sender_type = ParticipantType::User;
+        sent.sender_id = snapshot.customer.id;
+        sent.recipient_type = ParticipantType::Driver;
+        snapshot.chat_messages.push(sent);
+        snapshot
+    }
+
+    fn body(event: &NewEvent) -> Value {
+        serde_json::from_str(&event.payload).unwrap()
+    }
+
+    #[test]
+    fn a_message_sent_through_the_bridge_is_marked_and_not_echoed_to_its_origin() {
+        let origin = SubscriberId::generate();
+        let mut seen = SeenState::default();
+        seen.sent.insert(7, Some(origin.clone()));
+        let diff = diff(&order(), &seen, &with_sent_message(), now());
+        assert_eq!(types(&diff)[..2], [EventType::ChatMessageCreated; 2]);
+        let created = |id: i64| {
+            let event = diff
+                .events
+                .iter()
+                .find(|e| body(e)["data"]["message"]["id"] == id);
+            event.expect("the message is announced")
+        };
+        let (shopper, sent) = (created(123456789), created(7));
+        assert_eq!(body(shopper)["data"]["sent_by_retailer"], false);
+        assert!(shopper.exclude_subscribers.is_empty());
+        assert_eq!(body(sent)["data"]["message"]["id"], 7);
+        assert_eq!(body(sent)["data"]["sent_by_retailer"], true);
+        assert_eq!(sent.exclude_subscribers, [origin]);
+    }
+
+    #[test]
+    fn a_message_sent_through_the_admin_api_is_marked_for_everyone() {
+        let mut seen = SeenState::default();
+        seen.sent.insert(7, None);
+        let diff = diff(&order(), &seen, &with_sent_message(), now());
+        let sent = diff
+            .events
+            .iter()
+            .find(|e| body(e)["data"]["message"]["id"] == 7);
+        let sent = sent.expect("the sent message is announced");
+        assert_eq!(body(sent)["data"]["sent_by_retailer"], true);
+        assert!(sent.exclude_subscribers.is_empty());
+    }
+
+    #[test]
+    fn a_reading_the_subscriber_asked_for_is_not_announced_to_it() {
+        let requester = SubscriberId::generate();
+        let mut snapshot = with_sent_message();
+        let mut seen = seen_after(&diff(&order(), &SeenState::default(), &snapshot, now()));
+        seen.sent.insert(7, Some(requester.clone()));
+        // The request found both unread; it reads only the shopper's one.
+        for id in [123456789, 7] {
+            seen.read_requested.insert(id, vec![requester.clone()]);
+        }
+        for message in &mut snapshot.chat_messages {
+            message.read = true;
+        }
+        let read = diff(&order(), &seen, &snapshot, now());
+        assert_eq!(types(&read), [EventType::ChatMessageRead; 2]);
+        let excluded = |id: i64| {
+            let event = read
+                .events
+                .iter()
+                .find(|e| body(e)["data"]["message"]["id"] == id);
+            event.expect("a reading").exclude_subscribers.clone()
+        };
+        assert_eq!(excluded(123456789), [requester]);
+        // The shopper reading the retailer's message is news to its origin too.
+        assert!(excluded(7).is_empty());
     }
 }

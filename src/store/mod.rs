@@ -113,11 +113,19 @@ pub struct OrderCounts {
     pub events: u64,
 }
 
-/// The differ's memory for one order: chat message ids with their read flag, notification ids.
+/// The differ's memory for one order: chat message ids with their read flag, notification ids,
+/// and what the bridge itself did in the chat (sent messages, mark-read requests), so that its
+/// own actions are not announced back to the subscriber behind them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SeenState {
     pub chat: HashMap<i64, bool>,
     pub lifecycle: HashSet<i64>,
+    /// Messages the bridge sent on the retailer's behalf, with the subscriber each came from
+    /// (`None`: the admin API).
+    pub sent: HashMap<i64, Option<SubscriberId>>,
+    /// Chat messages that were seen unread when an `on_delivery` subscriber had the order's
+    /// messages marked read, with those subscribers: their reading is that subscriber's doing.
+    pub read_requested: HashMap<i64, Vec<SubscriberId>>,
 }
 
 /// An event ready to be stored: its payload is the exact webhook body, serialized once.
@@ -128,6 +136,29 @@ pub struct NewEvent {
     pub event_type: EventType,
     pub payload: String,
     pub created_at: DateTime<Utc>,
+    /// Subscribers that get no delivery of it although their filter matches: the event only
+    /// echoes what they did themselves.
+    pub exclude_subscribers: Vec<SubscriberId>,
+}
+
+impl NewEvent {
+    /// An event for every matching subscriber.
+    pub fn new(
+        id: EventId,
+        order_id: OrderId,
+        event_type: EventType,
+        payload: String,
+        created_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id,
+            order_id,
+            event_type,
+            payload,
+            created_at,
+            exclude_subscribers: Vec::new(),
+        }
+    }
 }
 
 /// Where an order's polling stands after one poll (successful or not).
@@ -208,6 +239,35 @@ impl std::fmt::Debug for SlackTarget {
     }
 }
 
+/// Whether delivering a shopper's chat message to a subscriber marks the order's messages read
+/// upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MarkReadPolicy {
+    /// Reading is a human act: the bridge never marks anything read by itself.
+    #[default]
+    Never,
+    /// A successful delivery of a shopper's message marks the order's messages read.
+    OnDelivery,
+}
+
+impl MarkReadPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MarkReadPolicy::Never => "never",
+            MarkReadPolicy::OnDelivery => "on_delivery",
+        }
+    }
+
+    pub fn from_stored(s: &str) -> StoreResult<Self> {
+        Ok(match s {
+            "never" => MarkReadPolicy::Never,
+            "on_delivery" => MarkReadPolicy::OnDelivery,
+            other => return Err(StoreError::Corrupt(format!("mark_read policy {other:?}"))),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SubscriberStatus {
@@ -250,6 +310,7 @@ pub struct Subscriber {
     pub description: Option<String>,
     pub status: SubscriberStatus,
     pub disabled_reason: Option<String>,
+    pub mark_read: MarkReadPolicy,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Newest first.
@@ -273,6 +334,7 @@ pub struct NewSubscriber {
     pub channel: Channel,
     pub filter: SubscriberFilter,
     pub description: Option<String>,
+    pub mark_read: MarkReadPolicy,
     pub secret: SigningSecret,
     pub created_at: DateTime<Utc>,
 }
@@ -285,6 +347,7 @@ pub struct SubscriberPatch {
     pub order_ids: Option<Option<Vec<OrderId>>>,
     pub description: Option<Option<String>>,
     pub status: Option<SubscriberStatus>,
+    pub mark_read: Option<MarkReadPolicy>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -497,6 +560,27 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> StoreResult<RetryOutcome>;
 
+    // --- messages the bridge sent to the shopper
+    /// Remembers a message sent upstream on the retailer's behalf, and which subscriber it came
+    /// from (`None`: the admin API), so that when the poller sees it in the chat it is announced
+    /// as sent by the retailer and not echoed back to its origin. Idempotent.
+    async fn record_sent_message(
+        &self,
+        order_id: &OrderId,
+        message_id: i64,
+        origin: Option<&SubscriberId>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Remembers that `subscribers` (with the `on_delivery` mark-read policy) had the order's
+    /// messages marked read upstream at `at`: the chat messages seen unread then are read by
+    /// their doing, so those readings are not announced back to them. Idempotent.
+    async fn record_read_request(
+        &self,
+        order_id: &OrderId,
+        subscribers: &[SubscriberId],
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
     // --- conversation threads (an e-mail Message-ID, a Slack message ts)
     /// The thread one subscriber's messages about one order go into, if one was started.
     async fn thread_ref(
@@ -504,6 +588,13 @@ pub trait Store: Send + Sync + 'static {
         subscriber_id: &SubscriberId,
         order_id: &OrderId,
     ) -> StoreResult<Option<String>>;
+    /// The order whose thread, for this subscriber, is `thread_ref` (a reply in a Slack thread
+    /// goes to that order's shopper).
+    async fn order_for_thread(
+        &self,
+        subscriber_id: &SubscriberId,
+        thread_ref: &str,
+    ) -> StoreResult<Option<OrderId>>;
     /// Records `thread_ref` as the order's thread for the subscriber unless one exists already;
     /// returns the one in force.
     async fn save_thread_ref(

@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use super::{
     Attempt, AttemptRecord, AttemptResolution, Channel, ClaimToken, ClaimedDelivery, CommitSummary,
-    Delivery, DeliveryFilter, DeliveryStatus, FallbackReason, NewSubscriber, Order, OrderCounts,
-    OrderState, PollCommit, RetryOutcome, SeenState, Store, StoreError, StoreResult, StoredSecret,
-    Subscriber, SubscriberFilter, SubscriberPatch, SubscriberStatus,
+    Delivery, DeliveryFilter, DeliveryStatus, FallbackReason, MarkReadPolicy, NewSubscriber, Order,
+    OrderCounts, OrderState, PollCommit, RetryOutcome, SeenState, Store, StoreError, StoreResult,
+    StoredSecret, Subscriber, SubscriberFilter, SubscriberPatch, SubscriberStatus,
 };
 use crate::domain::{
     DeliveryId, EventId, EventType, OrderId, SigningSecret, SubscriberId, UserId, ValidationError,
@@ -222,6 +222,7 @@ struct SubscriberRow {
     description: Option<String>,
     status: String,
     disabled_reason: Option<String>,
+    mark_read: String,
     created_at: i64,
     updated_at: i64,
 }
@@ -292,7 +293,7 @@ async fn load_subscribers(
         ($rest:literal) => {
             concat!(
                 "SELECT id, config, event_types, order_ids, description, status, \
-                 disabled_reason, created_at, updated_at FROM subscribers ",
+                 disabled_reason, mark_read, created_at, updated_at FROM subscribers ",
                 $rest
             )
         };
@@ -350,6 +351,7 @@ async fn load_subscribers(
                 description: row.description,
                 status: subscriber_status(&row.status)?,
                 disabled_reason: row.disabled_reason,
+                mark_read: MarkReadPolicy::from_stored(&row.mark_read)?,
                 created_at: time(row.created_at)?,
                 updated_at: time(row.updated_at)?,
                 secrets: secrets.remove(&row.id).unwrap_or_default(),
@@ -359,17 +361,79 @@ async fn load_subscribers(
 }
 
 /// Id and filter of every active subscriber: all the fan-out needs.
-async fn active_filters(
-    conn: &mut SqliteConnection,
-) -> StoreResult<Vec<(String, SubscriberFilter)>> {
-    let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT id, event_types, order_ids FROM subscribers WHERE status = 'active'",
+/// An active subscriber as the fan-out sees it.
+struct FanOutTarget {
+    id: String,
+    filter: SubscriberFilter,
+    /// An e-mail digest's window, in milliseconds.
+    digest_ms: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct FanOutRow {
+    id: String,
+    event_types: Option<String>,
+    order_ids: Option<String>,
+    digest_seconds: Option<i64>,
+}
+
+async fn active_filters(conn: &mut SqliteConnection) -> StoreResult<Vec<FanOutTarget>> {
+    let rows: Vec<FanOutRow> = sqlx::query_as(
+        "SELECT id, event_types, order_ids, \
+             CASE WHEN config ->> '$.kind' = 'email' THEN config ->> '$.digest_seconds' END \
+                 AS digest_seconds \
+         FROM subscribers WHERE status = 'active'",
     )
     .fetch_all(conn)
     .await?;
     rows.into_iter()
-        .map(|(id, types, orders)| Ok((id, decode_filter(types.as_deref(), orders.as_deref())?)))
+        .map(|row| {
+            Ok(FanOutTarget {
+                id: row.id,
+                filter: decode_filter(row.event_types.as_deref(), row.order_ids.as_deref())?,
+                digest_ms: row.digest_seconds.map(|s| s.saturating_mul(1000)),
+            })
+        })
         .collect()
+}
+
+/// When a digest subscriber's new delivery of an event of `order_id` detected at `created` falls
+/// due: with the subscriber's pending delivery of that order already due within the window (so
+/// the events go out together), else at the window's end. `chosen` remembers this commit's
+/// choices, whose rows are not written yet.
+async fn digest_due_at(
+    conn: &mut SqliteConnection,
+    chosen: &mut HashMap<(String, String), i64>,
+    subscriber_id: &str,
+    order_id: &str,
+    created: i64,
+    window_ms: i64,
+) -> StoreResult<i64> {
+    let window_end = created.saturating_add(window_ms);
+    let key = (subscriber_id.to_owned(), order_id.to_owned());
+    let existing = match chosen.get(&key) {
+        Some(due) => Some(*due),
+        // Through the order's few events rather than the subscriber's many deliveries.
+        None => {
+            sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT MIN(d.next_attempt_at) FROM events e \
+                 JOIN deliveries d ON d.event_id = e.id \
+                 WHERE e.order_id = ?1 AND d.subscriber_id = ?2 AND d.status = 'pending' \
+                     AND d.next_attempt_at > ?3 AND d.next_attempt_at <= ?4",
+            )
+            .bind(order_id)
+            .bind(subscriber_id)
+            .bind(created)
+            .bind(window_end)
+            .fetch_one(&mut *conn)
+            .await?
+        }
+    };
+    let due = existing
+        .filter(|due| (created + 1..=window_end).contains(due))
+        .unwrap_or(window_end);
+    chosen.insert(key, due);
+    Ok(due)
 }
 
 async fn load_subscriber(
@@ -614,19 +678,43 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(skip_all, fields(order_id = %order_id))]
     async fn seen_state(&self, order_id: &OrderId) -> StoreResult<SeenState> {
-        let rows: Vec<(String, i64, bool)> =
-            sqlx::query_as("SELECT kind, upstream_id, read FROM seen_items WHERE order_id = ?1")
-                .bind(order_id.as_str())
-                .fetch_all(&self.reader)
-                .await?;
+        // One read over three tables, each by its primary key's leading `order_id`.
+        let rows: Vec<(String, i64, bool, Option<String>)> = sqlx::query_as(
+            "SELECT kind, upstream_id, read, NULL FROM seen_items WHERE order_id = ?1 \
+             UNION ALL \
+             SELECT 'sent', message_id, 0, origin_subscriber_id FROM sent_messages \
+                 WHERE order_id = ?1 \
+             UNION ALL \
+             SELECT 'read_request', message_id, 0, subscriber_id FROM read_requests \
+                 WHERE order_id = ?1",
+        )
+        .bind(order_id.as_str())
+        .fetch_all(&self.reader)
+        .await?;
+        let subscriber = |id: Option<String>| {
+            id.map(|id| SubscriberId::parse("subscriber_id", &id).map_err(invalid))
+                .transpose()
+        };
         let mut seen = SeenState::default();
-        for (kind, upstream_id, read) in rows {
+        for (kind, upstream_id, read, subscriber_id) in rows {
             match kind.as_str() {
                 "chat" => {
                     seen.chat.insert(upstream_id, read);
                 }
                 "lifecycle" => {
                     seen.lifecycle.insert(upstream_id);
+                }
+                "sent" => {
+                    seen.sent.insert(upstream_id, subscriber(subscriber_id)?);
+                }
+                "read_request" => {
+                    let requester = subscriber(subscriber_id)?.ok_or_else(|| {
+                        StoreError::Corrupt("read request without a subscriber".to_owned())
+                    })?;
+                    seen.read_requested
+                        .entry(upstream_id)
+                        .or_default()
+                        .push(requester);
                 }
                 other => return Err(StoreError::Corrupt(format!("seen item kind {other:?}"))),
             }
@@ -657,6 +745,17 @@ impl Store for SqliteStore {
             )
             .bind(order_id)
             .bind(upstream_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // A reading is announced once: who asked for it matters no more.
+        if !commit.newly_read.is_empty() {
+            sqlx::query(
+                "DELETE FROM read_requests \
+                 WHERE order_id = ?1 AND message_id IN (SELECT value FROM json_each(?2))",
+            )
+            .bind(order_id)
+            .bind(to_json(&commit.newly_read))
             .execute(&mut *tx)
             .await?;
         }
@@ -698,17 +797,39 @@ impl Store for SqliteStore {
         // commit's deliveries go in with one statement.
         if !new_events.is_empty() {
             let subscribers = active_filters(&mut tx).await?;
+            let mut digests = HashMap::new();
             let mut rows = Vec::new();
             for event in new_events {
-                for (subscriber_id, filter) in &subscribers {
-                    if filter.matches(event.event_type, &event.order_id) {
-                        rows.push((
-                            DeliveryId::generate(),
-                            event.id.as_str(),
-                            subscriber_id.as_str(),
-                            ms(event.created_at),
-                        ));
+                let created = ms(event.created_at);
+                for target in &subscribers {
+                    let excluded = event
+                        .exclude_subscribers
+                        .iter()
+                        .any(|id| id.as_str() == target.id);
+                    if excluded || !target.filter.matches(event.event_type, &event.order_id) {
+                        continue;
                     }
+                    let due = match target.digest_ms {
+                        None => created,
+                        Some(window_ms) => {
+                            digest_due_at(
+                                &mut tx,
+                                &mut digests,
+                                &target.id,
+                                event.order_id.as_str(),
+                                created,
+                                window_ms,
+                            )
+                            .await?
+                        }
+                    };
+                    rows.push((
+                        DeliveryId::generate(),
+                        event.id.as_str(),
+                        target.id.as_str(),
+                        due,
+                        created,
+                    ));
                 }
             }
             if !rows.is_empty() {
@@ -716,7 +837,7 @@ impl Store for SqliteStore {
                     "INSERT INTO deliveries (id, event_id, subscriber_id, status, \
                          next_attempt_at, created_at, updated_at) \
                      SELECT value ->> 0, value ->> 1, value ->> 2, 'pending', \
-                         value ->> 3, value ->> 3, value ->> 3 \
+                         value ->> 3, value ->> 4, value ->> 4 \
                      FROM json_each(?1)",
                 )
                 .bind(to_json(&rows))
@@ -753,14 +874,16 @@ impl Store for SqliteStore {
         let now = ms(new.created_at);
         sqlx::query(
             "INSERT INTO subscribers \
-             (id, config, event_types, order_ids, description, status, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?6)",
+             (id, config, event_types, order_ids, description, status, mark_read, created_at, \
+              updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?7, ?7)",
         )
         .bind(new.id.as_str())
         .bind(to_json(&new.channel))
         .bind(new.filter.event_types.as_ref().map(to_json))
         .bind(new.filter.order_ids.as_ref().map(to_json))
         .bind(new.description.as_deref())
+        .bind(new.mark_read.as_str())
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -814,6 +937,9 @@ impl Store for SqliteStore {
         if let Some(description) = patch.description {
             subscriber.description = description;
         }
+        if let Some(mark_read) = patch.mark_read {
+            subscriber.mark_read = mark_read;
+        }
         let was = subscriber.status;
         if let Some(status) = patch.status {
             // Re-enabling clears why it was switched off; the reason of a disable stays.
@@ -824,7 +950,8 @@ impl Store for SqliteStore {
         }
         sqlx::query(
             "UPDATE subscribers SET config = ?1, event_types = ?2, order_ids = ?3, \
-                 description = ?4, status = ?5, disabled_reason = ?6, updated_at = ?7 \
+                 description = ?4, status = ?5, disabled_reason = ?6, updated_at = ?7, \
+                 mark_read = ?9 \
              WHERE id = ?8",
         )
         .bind(to_json(&subscriber.channel))
@@ -835,6 +962,7 @@ impl Store for SqliteStore {
         .bind(subscriber.disabled_reason.as_deref())
         .bind(ms(now))
         .bind(id.as_str())
+        .bind(subscriber.mark_read.as_str())
         .execute(&mut *tx)
         .await?;
         match (was, subscriber.status) {
@@ -1258,5 +1386,76 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(in_force)
+    }
+
+    #[tracing::instrument(skip_all, fields(subscriber_id = %subscriber_id))]
+    async fn order_for_thread(
+        &self,
+        subscriber_id: &SubscriberId,
+        thread_ref: &str,
+    ) -> StoreResult<Option<OrderId>> {
+        let order: Option<String> = sqlx::query_scalar(
+            "SELECT order_id FROM threads WHERE subscriber_id = ?1 AND thread_ref = ?2",
+        )
+        .bind(subscriber_id.as_str())
+        .bind(thread_ref)
+        .fetch_optional(&self.reader)
+        .await?;
+        order
+            .map(|id| OrderId::parse("order_id", &id).map_err(invalid))
+            .transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(order_id = %order_id, message_id))]
+    async fn record_sent_message(
+        &self,
+        order_id: &OrderId,
+        message_id: i64,
+        origin: Option<&SubscriberId>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO sent_messages (order_id, message_id, origin_subscriber_id, sent_at) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (order_id, message_id) DO NOTHING",
+        )
+        .bind(order_id.as_str())
+        .bind(message_id)
+        .bind(origin.map(SubscriberId::as_str))
+        .bind(ms(at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(order_id = %order_id, subscribers = subscribers.len()))]
+    async fn record_read_request(
+        &self,
+        order_id: &OrderId,
+        subscribers: &[SubscriberId],
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        if subscribers.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        // The messages the request read are those still unread as far as the bridge knows: a
+        // message it has not seen yet will first be seen read, which announces no reading.
+        sqlx::query(
+            "INSERT INTO read_requests (order_id, message_id, subscriber_id, requested_at) \
+             SELECT s.order_id, s.upstream_id, r.value, ?3 \
+             FROM seen_items s, json_each(?2) r \
+             WHERE s.order_id = ?1 AND s.kind = 'chat' AND s.read = 0 \
+                 AND r.value IN (SELECT id FROM subscribers) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(order_id.as_str())
+        .bind(id_list(subscribers.iter().map(SubscriberId::as_str)))
+        .bind(ms(at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 }

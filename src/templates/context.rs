@@ -72,6 +72,8 @@ struct Data {
     #[serde(default)]
     sender: Option<ChatUser>,
     #[serde(default)]
+    sent_by_retailer: bool,
+    #[serde(default)]
     notification: Option<LifecycleMessage>,
     customer: ChatUser,
     #[serde(default)]
@@ -97,6 +99,8 @@ pub(super) struct EventView {
     pub sender_name: String,
     /// "shopper" or "customer" for chat messages.
     pub sender_role: Option<&'static str>,
+    /// A chat message the store sent through the bridge (upstream shows it as the customer's).
+    pub sent_by_retailer: bool,
     pub sender_avatar: Option<String>,
     pub message: Option<MessageView>,
     pub notification: Option<NotificationView>,
@@ -208,6 +212,7 @@ impl EventView {
             sender,
             sender_name,
             sender_role,
+            sent_by_retailer: data.sent_by_retailer,
             medium: notification.as_ref().map(|n| n.medium.clone()),
             message,
             notification,

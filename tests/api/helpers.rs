@@ -87,7 +87,9 @@ pub fn test_settings(dir: &Path) -> Settings {
     settings.server.listen = ([127, 0, 0, 1], 0).into();
     settings.server.admin_token = Some(SecretString::from(admin_token));
     settings.store.url = format!("sqlite://{}", dir.join("bridge.db").display());
-    // Tests that reach Connect point `base_url` at a mock (see `use_connect`).
+    // Tests that reach Connect point `base_url` at a mock (see `use_connect`); any other call
+    // goes to a port nothing listens on (discard), never to the real Connect.
+    settings.instacart.base_url = "http://127.0.0.1:9".parse().expect("static URL");
     settings.instacart.token = Some(SecretString::from("test-connect-token".to_owned()));
     settings.delivery.allow_private_targets = true;
     settings
@@ -307,13 +309,13 @@ impl TestApp {
             new_chat: vec![(message_id, false)],
             newly_read: vec![],
             new_lifecycle: vec![],
-            events: vec![NewEvent {
-                id: event_id.clone(),
+            events: vec![NewEvent::new(
+                event_id.clone(),
                 order_id,
-                event_type: EventType::ChatMessageCreated,
-                payload: payload.to_string(),
-                created_at: now,
-            }],
+                EventType::ChatMessageCreated,
+                payload.to_string(),
+                now,
+            )],
             progress: PollProgress {
                 polled_at: now,
                 state: OrderState::Watching,

@@ -189,6 +189,8 @@ async fn openapi_document_needs_no_token_and_lists_the_whole_api() {
         ("GET", "/v1/orders"),
         ("GET", "/v1/orders/{order_id}"),
         ("DELETE", "/v1/orders/{order_id}"),
+        ("POST", "/v1/orders/{order_id}/messages"),
+        ("PUT", "/v1/orders/{order_id}/messages/read"),
         ("POST", "/v1/subscribers"),
         ("GET", "/v1/subscribers"),
         ("GET", "/v1/subscribers/{id}"),

@@ -4,8 +4,10 @@
 mod deliveries;
 mod helpers;
 mod hygiene;
+mod messages;
 mod orders;
 mod pipeline;
 mod polling;
 mod startup;
 mod subscribers;
+mod talkback_policy;

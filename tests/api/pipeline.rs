@@ -119,6 +119,7 @@ async fn a_seed_message_reaches_the_receiver_signed_with_the_documented_body() {
                 "order_id": ORDER,
                 "message": seed["chat_messages"][0],
                 "sender": {"id": 55655345, "display_name": "SomeFirstName", "avatar_url": "SomeURL"},
+                "sent_by_retailer": false,
                 "customer": parties["customer"],
                 "current_shopper": parties["current_shopper"],
             }),
