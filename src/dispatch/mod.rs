@@ -1,8 +1,13 @@
 //! The dispatcher: claims due deliveries from the store's outbox, sends them through their
-//! channel, and records every attempt of a batch in one write: delivered, retry scheduled, or
-//! parked as failed. At-least-once: a crash mid-batch leaves the claims to expire and be retried.
-//! After the batch, orders whose shopper messages reached an `on_delivery` subscriber are marked
+//! channel, and records their attempts in batches: delivered, retry scheduled, or parked as
+//! failed. At-least-once: a crash before the record leaves the claims to expire and be retried.
+//! Once recorded, orders whose shopper messages reached an `on_delivery` subscriber are marked
 //! read upstream, once per order.
+//!
+//! [`Dispatcher::deliver_next`] is one step (claim a batch, send it, record it); [`Dispatcher::run`]
+//! pipelines the same pieces so sends never wait for each other: it claims ahead while sends are
+//! in flight, starts each claimed send as soon as one of the `concurrency` slots frees, and records
+//! finished attempts in one write per batch that finished meanwhile (a group commit).
 
 mod rate;
 mod retry;
@@ -15,7 +20,8 @@ use rand::Rng;
 use std::collections::hash_map::{Entry, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::channels::{ChannelSender, Channels, SendOutcome};
@@ -29,10 +35,12 @@ use crate::store::{
 use crate::telemetry::error_chain;
 use crate::time;
 
-/// How long past the send timeout a claim holds: room to record the batch's attempts.
+/// How long a claim holds past the send time it allows: room to record the attempts.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
 /// The longest the loop sleeps without looking at the store (a safety net for missed wakes).
 const MAX_IDLE: Duration = Duration::from_secs(1);
+/// The most attempts recorded in one write.
+const MAX_RECORDS: usize = 1024;
 
 pub struct Dispatcher {
     store: Arc<dyn Store>,
@@ -77,6 +85,12 @@ fn sends(batch: Vec<ClaimedDelivery>) -> Vec<Vec<ClaimedDelivery>> {
     sends
 }
 
+/// One send's deliveries with the attempt record of each.
+struct Attempted {
+    group: Vec<ClaimedDelivery>,
+    records: Vec<AttemptRecord>,
+}
+
 /// Why marking an order read after a delivery failed.
 #[derive(Debug, thiserror::Error)]
 enum MarkReadError {
@@ -88,11 +102,9 @@ enum MarkReadError {
 
 /// The orders to mark read after a batch, each with the `on_delivery` subscribers that just
 /// received a shopper's chat message of it: however many messages, one request per order.
-fn reads_to_request(
-    attempted: &[(Vec<ClaimedDelivery>, Vec<AttemptRecord>)],
-) -> HashMap<OrderId, Vec<SubscriberId>> {
+fn reads_to_request(attempted: &[Attempted]) -> HashMap<OrderId, Vec<SubscriberId>> {
     let mut orders: HashMap<OrderId, Vec<SubscriberId>> = HashMap::new();
-    let delivered = attempted.iter().flat_map(|(group, records)| {
+    let delivered = attempted.iter().flat_map(|Attempted { group, records }| {
         group
             .iter()
             .zip(records)
@@ -162,6 +174,15 @@ fn log_attempt(delivery: &ClaimedDelivery, record: &AttemptRecord) {
     }
 }
 
+/// A finished task of the dispatcher: a panic in it goes on unwinding here.
+fn settle<T>(joined: Result<T, tokio::task::JoinError>) {
+    if let Err(err) = joined {
+        if err.is_panic() {
+            std::panic::resume_unwind(err.into_panic());
+        }
+    }
+}
+
 impl Dispatcher {
     /// `waker` is shared with whoever queues deliveries (the poller, the admin API's retry).
     pub fn new(
@@ -194,36 +215,48 @@ impl Dispatcher {
     /// attempted; 0 when none was due (or all were put back).
     #[tracing::instrument(skip_all)]
     pub async fn deliver_next(&self) -> Result<usize, StoreError> {
+        let batch = self.claim(self.settings.concurrency).await?;
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        // Owned items: a closure over borrowed ones would make the future not `Send`.
+        let attempted: Vec<Attempted> = stream::iter(sends(batch))
+            .map(|group| self.attempt(group))
+            .buffer_unordered(self.settings.concurrency)
+            .collect()
+            .await;
+        self.finish(attempted).await
+    }
+
+    /// Claims up to `limit` due deliveries and keeps those their subscriber's send rate allows
+    /// now (the others are put back).
+    ///
+    /// The lease covers a wait for a send slot and the send: [`Dispatcher::run`] claims at most
+    /// one batch ahead of the `concurrency` sends in flight, each of which ends within the send
+    /// timeout, so a claimed delivery starts within one timeout and ends within two.
+    async fn claim(&self, limit: usize) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let now = Utc::now();
-        let lease = self.settings.timeout + LEASE_MARGIN;
-        let lease_until = time::after(now, lease);
-        let limit = u32::try_from(self.settings.concurrency).unwrap_or(u32::MAX);
+        let lease = 2 * self.settings.timeout + LEASE_MARGIN;
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
         let batch = self
             .store
-            .claim_due_deliveries(now, lease_until, limit)
+            .claim_due_deliveries(now, time::after(now, lease), limit)
             .await?;
-        let batch = self
+        Ok(self
             .pace
             .admit(self.store.as_ref(), batch, now, |d| {
                 self.channels.send_interval(&d.subscriber.channel)
             })
-            .await;
-        if batch.is_empty() {
-            return Ok(0);
-        }
-        // Owned items: a closure over borrowed ones would make `run`'s future not `Send`.
-        let attempted: Vec<(Vec<ClaimedDelivery>, Vec<AttemptRecord>)> = stream::iter(sends(batch))
-            .map(|group| async move {
-                let records = self.attempt(&group).await;
-                (group, records)
-            })
-            .buffer_unordered(self.settings.concurrency)
-            .collect()
-            .await;
+            .await)
+    }
+
+    /// Records the attempts in one store call, then marks read what `on_delivery` subscribers
+    /// just received. Returns how many attempts there were.
+    async fn finish(&self, attempted: Vec<Attempted>) -> Result<usize, StoreError> {
         let to_mark = reads_to_request(&attempted);
         let records: Vec<AttemptRecord> = attempted
             .into_iter()
-            .flat_map(|(_, records)| records)
+            .flat_map(|attempted| attempted.records)
             .collect();
         self.store.record_attempts(&records).await?;
         stream::iter(to_mark)
@@ -267,22 +300,23 @@ impl Dispatcher {
     /// One send of a group of deliveries to one subscriber; every delivery in it shares the
     /// outcome, and a retry time, so the group stays together (a digest e-mail keeps its
     /// Message-ID). The group's least-tried delivery sets that time: none is given up early.
-    async fn attempt(&self, group: &[ClaimedDelivery]) -> Vec<AttemptRecord> {
+    async fn attempt(&self, group: Vec<ClaimedDelivery>) -> Attempted {
         let at = Utc::now();
-        let outcome = self.channels.send(group, at).await;
+        let outcome = self.channels.send(&group, at).await;
         let finished = Utc::now();
         let retry = RetryBasis {
             attempts_made: group.iter().map(|d| d.attempts_made).min().unwrap_or(0),
             spread: rand::thread_rng().gen_range(-1.0..=1.0),
         };
-        group
+        let records = group
             .iter()
             .map(|delivery| {
                 let record = self.record(delivery, at, finished, &retry, outcome.clone());
                 log_attempt(delivery, &record);
                 record
             })
-            .collect()
+            .collect();
+        Attempted { group, records }
     }
 
     /// Turns a channel's verdict into what the store records, choosing the retry time.
@@ -341,38 +375,100 @@ impl Dispatcher {
         }
     }
 
-    /// Delivers until `cancel` fires; then claims nothing more and gives the batch in flight
-    /// `shutdown_grace` to finish (what does not finish is retried once its lease ends).
+    /// Delivers until `cancel` fires; then claims nothing more and gives the sends in flight and
+    /// their records `shutdown_grace` to finish (what does not finish is retried once its lease
+    /// ends).
+    ///
+    /// Up to `concurrency` sends are in flight at any time and at most as many claimed
+    /// deliveries wait for a slot: a claim is made whenever a whole batch fits, so sends overlap
+    /// with claims and records, and one slow receiver holds only its own slots. Finished attempts
+    /// go to a recorder that writes whatever has finished since its last write in one call.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let concurrency = self.settings.concurrency.max(1);
+        let send_slots = Arc::new(Semaphore::new(concurrency));
+        // Claimed deliveries not finished sending: the ones in flight and those waiting.
+        let claim_room = Arc::new(Semaphore::new(2 * concurrency));
+        let (finished, to_record) = mpsc::unbounded_channel();
+        let recorder = tokio::spawn(Arc::clone(&self).record_finished(to_record));
+        let mut in_flight = JoinSet::new();
         while !cancel.is_cancelled() {
+            let mut room = tokio::select! {
+                room = Arc::clone(&claim_room).acquire_many_owned(concurrency as u32) => {
+                    room.expect("the claim room is never closed")
+                }
+                () = cancel.cancelled() => break,
+            };
+            if let Ok(more) = Arc::clone(&claim_room)
+                .try_acquire_many_owned(claim_room.available_permits() as u32)
+            {
+                room.merge(more);
+            }
             let started = Utc::now();
-            let work = self.deliver_next();
-            tokio::pin!(work);
-            let handled = tokio::select! {
-                result = &mut work => result,
-                () = cancel.cancelled() => {
-                    match tokio::time::timeout(self.settings.shutdown_grace, work).await {
-                        Ok(result) => result,
-                        Err(_) => {
-                            tracing::warn!(
-                                "shutdown grace elapsed with deliveries in flight; \
-                                 they are retried when their lease ends"
-                            );
-                            return;
-                        }
+            match self.claim(room.num_permits()).await {
+                Ok(batch) if batch.is_empty() => {
+                    drop(room);
+                    self.idle(started, &cancel).await;
+                }
+                Ok(batch) => {
+                    for group in sends(batch) {
+                        let held = room.split(group.len());
+                        let (this, slots, finished) =
+                            (Arc::clone(&self), Arc::clone(&send_slots), finished.clone());
+                        in_flight.spawn(async move {
+                            let _slot = slots.acquire_owned().await;
+                            // The recorder outlives every send; nothing is lost if it did not.
+                            let _ = finished.send(this.attempt(group).await);
+                            drop(held);
+                        });
                     }
                 }
-            };
-            match handled {
-                Ok(0) => self.idle(started, &cancel).await,
-                Ok(_) => {}
                 Err(err) => {
-                    tracing::error!(error = ?err, "delivery round failed");
+                    tracing::error!(error = ?err, "cannot claim deliveries");
                     tokio::select! {
                         () = tokio::time::sleep(MAX_IDLE) => {}
                         () = cancel.cancelled() => {}
                     }
                 }
+            }
+            while let Some(joined) = in_flight.try_join_next() {
+                settle(joined);
+            }
+        }
+
+        drop(finished);
+        let drained = async {
+            while let Some(joined) = in_flight.join_next().await {
+                settle(joined);
+            }
+            recorder.await
+        };
+        match tokio::time::timeout(self.settings.shutdown_grace, drained).await {
+            Ok(recorded) => settle(recorded),
+            Err(_) => tracing::warn!(
+                "shutdown grace elapsed with deliveries in flight; \
+                 they are retried when their lease ends"
+            ),
+        }
+    }
+
+    /// Records finished attempts until every sender is gone: each write takes all that
+    /// finished while the previous one was made. Wakes the claims when a retry was scheduled,
+    /// so it is claimed when due.
+    async fn record_finished(self: Arc<Self>, mut finished: mpsc::UnboundedReceiver<Attempted>) {
+        let mut batch = Vec::new();
+        while finished.recv_many(&mut batch, MAX_RECORDS).await > 0 {
+            let retries = batch
+                .iter()
+                .flat_map(|a| &a.records)
+                .any(|record| matches!(record.resolution, AttemptResolution::RetryAt(_)));
+            if let Err(err) = self.finish(std::mem::take(&mut batch)).await {
+                tracing::error!(
+                    error = ?err,
+                    "cannot record delivery attempts; they are retried when their lease ends"
+                );
+            }
+            if retries {
+                self.waker.notify_one();
             }
         }
     }

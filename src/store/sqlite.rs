@@ -1,6 +1,7 @@
 //! The SQLite backend. SQLite allows one writer at a time, so every write goes through a pool of
 //! exactly one connection: writers queue in-process instead of failing with `SQLITE_BUSY`, and
-//! each write transaction starts with `BEGIN IMMEDIATE` so it never has to upgrade a read lock.
+//! each write transaction starts with `BEGIN IMMEDIATE` so it never has to upgrade a read lock
+//! (a write of one statement runs on its own: it takes the write lock as it starts).
 //! Reads use a small separate pool; in WAL mode they run alongside the writer and see the last
 //! committed state. Times are stored as INTEGER unix milliseconds.
 
@@ -235,15 +236,25 @@ struct SecretRow {
     expires_at: Option<i64>,
 }
 
+/// A delivery as its claim returns it.
 #[derive(sqlx::FromRow)]
-struct DueRow {
+struct ClaimedRow {
+    seq: i64,
     id: String,
     event_id: String,
     subscriber_id: String,
     attempt_count: i64,
+}
+
+/// What a claimed delivery needs of its event.
+#[derive(sqlx::FromRow)]
+struct ClaimedEventRow {
+    id: String,
+    #[sqlx(rename = "type")]
     event_type: String,
     order_id: String,
-    event_created_at: i64,
+    created_at: i64,
+    payload: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -1069,87 +1080,83 @@ impl Store for SqliteStore {
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
-        let mut tx = self.write_tx().await?;
-        // The (status, next_attempt_at) index yields rows in due order, seq included. Only
-        // active subscribers' pending deliveries have a due time (a disable pauses them).
-        let due = sqlx::query_as::<_, DueRow>(
-            "SELECT d.id, d.event_id, d.subscriber_id, d.attempt_count, e.type AS event_type, \
-                 e.order_id, e.created_at AS event_created_at \
-             FROM deliveries d \
-             JOIN events e ON e.id = d.event_id \
-             WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 \
-             ORDER BY d.next_attempt_at, d.seq \
-             LIMIT ?2",
+        let claim = ClaimToken::generate();
+        // One statement, committed on its own: the claim is durable before anything is sent.
+        // The (status, next_attempt_at) index yields the due rows in due order, seq included.
+        // Only active subscribers' pending deliveries have a due time (a disable pauses them).
+        let mut due = sqlx::query_as::<_, ClaimedRow>(
+            "UPDATE deliveries SET next_attempt_at = ?1, claimed_until = ?1, claim = ?2 \
+             WHERE seq IN (SELECT seq FROM deliveries \
+                           WHERE status = 'pending' AND next_attempt_at <= ?3 \
+                           ORDER BY next_attempt_at, seq LIMIT ?4) \
+             RETURNING seq, id, event_id, subscriber_id, attempt_count",
         )
+        .bind(ms(lease_until))
+        .bind(claim.as_str())
         .bind(ms(now))
         .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.writer)
         .await?;
         if due.is_empty() {
             return Ok(Vec::new());
         }
+        // Creation order: a subscriber's deliveries go out in the order their events came.
+        due.sort_unstable_by_key(|row| row.seq);
 
-        let claim = ClaimToken::generate();
-        sqlx::query(
-            "UPDATE deliveries SET next_attempt_at = ?1, claimed_until = ?1, claim = ?2 \
-             WHERE id IN (SELECT value FROM json_each(?3))",
-        )
-        .bind(ms(lease_until))
-        .bind(claim.as_str())
-        .bind(id_list(due.iter().map(|d| d.id.as_str())))
-        .execute(&mut *tx)
-        .await?;
-
-        // Each payload and each subscriber is read once per batch, however many deliveries
-        // share it.
+        // The rest is read after the claim, off the writer: events never change, and each payload
+        // and each subscriber is read once per batch, however many deliveries share it.
+        let mut conn = self.reader.acquire().await?;
         let mut event_ids: Vec<&str> = due.iter().map(|d| d.event_id.as_str()).collect();
         event_ids.sort_unstable();
         event_ids.dedup();
-        let payloads: HashMap<String, Arc<str>> = sqlx::query_as::<_, (String, String)>(
-            "SELECT id, payload FROM events WHERE id IN (SELECT value FROM json_each(?1))",
+        let events: HashMap<String, ClaimedEventRow> = sqlx::query_as::<_, ClaimedEventRow>(
+            "SELECT id, type, order_id, created_at, payload FROM events \
+             WHERE id IN (SELECT value FROM json_each(?1))",
         )
         .bind(id_list(event_ids))
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *conn)
         .await?
         .into_iter()
-        .map(|(id, payload)| (id, Arc::from(payload)))
+        .map(|event| (event.id.clone(), event))
         .collect();
-
         let mut subscriber_ids: Vec<&str> = due.iter().map(|d| d.subscriber_id.as_str()).collect();
         subscriber_ids.sort_unstable();
         subscriber_ids.dedup();
         let subscribers: HashMap<String, Subscriber> =
-            load_subscribers(&mut tx, Some(&id_list(subscriber_ids)))
+            load_subscribers(&mut conn, Some(&id_list(subscriber_ids)))
                 .await?
                 .into_iter()
                 .map(|s| (s.id.as_str().to_owned(), s))
                 .collect();
-        tx.commit().await?;
+        drop(conn);
 
-        due.into_iter()
-            .map(|row| {
-                let payload = payloads.get(&row.event_id).cloned().ok_or_else(|| {
-                    StoreError::Corrupt(format!("event {} has no payload", row.event_id))
-                })?;
-                let subscriber = subscribers
-                    .get(&row.subscriber_id)
-                    .cloned()
-                    .ok_or_else(|| {
-                        StoreError::Corrupt(format!("subscriber {} vanished", row.subscriber_id))
-                    })?;
-                Ok(ClaimedDelivery {
-                    id: DeliveryId::parse("id", &row.id).map_err(invalid)?,
-                    claim: claim.clone(),
-                    event_id: EventId::from_stored(row.event_id),
-                    event_type: EventType::parse("type", &row.event_type).map_err(invalid)?,
-                    order_id: OrderId::parse("order_id", &row.order_id).map_err(invalid)?,
-                    event_created_at: time(row.event_created_at)?,
-                    payload,
-                    attempts_made: counter(row.attempt_count, "attempt_count")?,
-                    subscriber,
-                })
-            })
-            .collect()
+        let mut payloads: HashMap<&str, Arc<str>> = HashMap::with_capacity(events.len());
+        let mut claimed = Vec::with_capacity(due.len());
+        for row in due {
+            // Deleted since the claim: the deletion parked its deliveries, this one included.
+            let Some(subscriber) = subscribers.get(&row.subscriber_id) else {
+                continue;
+            };
+            let event = events.get(&row.event_id).ok_or_else(|| {
+                StoreError::Corrupt(format!("event {} has no payload", row.event_id))
+            })?;
+            let payload = payloads
+                .entry(event.id.as_str())
+                .or_insert_with(|| Arc::from(event.payload.as_str()))
+                .clone();
+            claimed.push(ClaimedDelivery {
+                id: DeliveryId::parse("id", &row.id).map_err(invalid)?,
+                claim: claim.clone(),
+                event_id: EventId::from_stored(row.event_id),
+                event_type: EventType::parse("type", &event.event_type).map_err(invalid)?,
+                order_id: OrderId::parse("order_id", &event.order_id).map_err(invalid)?,
+                event_created_at: time(event.created_at)?,
+                payload,
+                attempts_made: counter(row.attempt_count, "attempt_count")?,
+                subscriber: subscriber.clone(),
+            });
+        }
+        Ok(claimed)
     }
 
     #[tracing::instrument(skip_all, fields(records = records.len()))]
