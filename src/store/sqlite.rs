@@ -47,13 +47,17 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            .pragma("cache_size", "-32768");
         // The one writer connection serves every write: keep it open rather than reconnect.
+        // A local file's connection cannot go stale: no ping before each use (each costs a hop to
+        // the connection's thread).
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
@@ -61,6 +65,7 @@ impl SqliteStore {
         // with the writer for the lock.
         let reader = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
+            .test_before_acquire(false)
             .connect_with(options.clone().pragma("query_only", "ON"))
             .await?;
         // The file, not the URL: a store URL may carry credentials.
@@ -236,26 +241,13 @@ struct SecretRow {
     expires_at: Option<i64>,
 }
 
-/// A delivery as its claim returns it.
-#[derive(sqlx::FromRow)]
-struct ClaimedRow {
-    seq: i64,
-    id: String,
-    event_id: String,
-    subscriber_id: String,
-    attempt_count: i64,
-}
+/// A claimed delivery: seq, id, event id, subscriber id, attempts made.
+#[derive(serde::Deserialize)]
+struct ClaimedRow(i64, String, String, String, i64);
 
-/// What a claimed delivery needs of its event.
-#[derive(sqlx::FromRow)]
-struct ClaimedEventRow {
-    id: String,
-    #[sqlx(rename = "type")]
-    event_type: String,
-    order_id: String,
-    created_at: i64,
-    payload: String,
-}
+/// What claimed deliveries need of their event: id, type, order id, creation time, payload.
+#[derive(serde::Deserialize)]
+struct ClaimedEventRow(String, String, String, i64, String);
 
 #[derive(sqlx::FromRow)]
 struct DeliveryRow {
@@ -1081,45 +1073,57 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let claim = ClaimToken::generate();
+        // The writer's page cache is the warm one (a reader's starts cold after every write), so
+        // the batch is read there too, right after the claim.
+        let mut conn = self.writer.acquire().await?;
         // One statement, committed on its own: the claim is durable before anything is sent.
         // The (status, next_attempt_at) index yields the due rows in due order, seq included.
         // Only active subscribers' pending deliveries have a due time (a disable pauses them).
-        let mut due = sqlx::query_as::<_, ClaimedRow>(
+        let claimed = sqlx::query(
             "UPDATE deliveries SET next_attempt_at = ?1, claimed_until = ?1, claim = ?2 \
              WHERE seq IN (SELECT seq FROM deliveries \
                            WHERE status = 'pending' AND next_attempt_at <= ?3 \
-                           ORDER BY next_attempt_at, seq LIMIT ?4) \
-             RETURNING seq, id, event_id, subscriber_id, attempt_count",
+                           ORDER BY next_attempt_at, seq LIMIT ?4)",
         )
         .bind(ms(lease_until))
         .bind(claim.as_str())
         .bind(ms(now))
         .bind(i64::from(limit))
-        .fetch_all(&self.writer)
-        .await?;
-        if due.is_empty() {
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
             return Ok(Vec::new());
         }
-        // Creation order: a subscriber's deliveries go out in the order their events came.
-        due.sort_unstable_by_key(|row| row.seq);
 
-        // The rest is read after the claim, off the writer: events never change, and each payload
-        // and each subscriber is read once per batch, however many deliveries share it.
-        let mut conn = self.reader.acquire().await?;
-        let mut event_ids: Vec<&str> = due.iter().map(|d| d.event_id.as_str()).collect();
-        event_ids.sort_unstable();
-        event_ids.dedup();
-        let events: HashMap<String, ClaimedEventRow> = sqlx::query_as::<_, ClaimedEventRow>(
-            "SELECT id, type, order_id, created_at, payload FROM events \
-             WHERE id IN (SELECT value FROM json_each(?1))",
+        // The batch, found through the due index at its lease, in one row (a row each would cost
+        // a hop between threads each). Each payload is read once per batch, however many
+        // deliveries share it.
+        let (due, events): (String, String) = sqlx::query_as(
+            "WITH claimed AS ( \
+                 SELECT seq, id, event_id, subscriber_id, attempt_count FROM deliveries \
+                 WHERE status = 'pending' AND next_attempt_at = ?1 AND claim = ?2) \
+             SELECT \
+                 (SELECT json_group_array(json_array(seq, id, event_id, subscriber_id, \
+                                                     attempt_count)) FROM claimed), \
+                 (SELECT json_group_array(json_array(id, type, order_id, created_at, payload)) \
+                  FROM events WHERE id IN (SELECT event_id FROM claimed))",
         )
-        .bind(id_list(event_ids))
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .map(|event| (event.id.clone(), event))
-        .collect();
-        let mut subscriber_ids: Vec<&str> = due.iter().map(|d| d.subscriber_id.as_str()).collect();
+        .bind(ms(lease_until))
+        .bind(claim.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
+        let mut due: Vec<ClaimedRow> =
+            serde_json::from_str(&due).map_err(json_error("claimed deliveries"))?;
+        // Creation order: a subscriber's deliveries go out in the order their events came.
+        due.sort_unstable_by_key(|row| row.0);
+        let events: HashMap<String, ClaimedEventRow> =
+            serde_json::from_str::<Vec<ClaimedEventRow>>(&events)
+                .map_err(json_error("claimed events"))?
+                .into_iter()
+                .map(|event| (event.0.clone(), event))
+                .collect();
+        let mut subscriber_ids: Vec<&str> = due.iter().map(|d| d.3.as_str()).collect();
         subscriber_ids.sort_unstable();
         subscriber_ids.dedup();
         let subscribers: HashMap<String, Subscriber> =
@@ -1131,32 +1135,33 @@ impl Store for SqliteStore {
         drop(conn);
 
         let mut payloads: HashMap<&str, Arc<str>> = HashMap::with_capacity(events.len());
-        let mut claimed = Vec::with_capacity(due.len());
-        for row in due {
-            // Deleted since the claim: the deletion parked its deliveries, this one included.
-            let Some(subscriber) = subscribers.get(&row.subscriber_id) else {
-                continue;
+        let mut batch = Vec::with_capacity(due.len());
+        for ClaimedRow(_, id, event_id, subscriber_id, attempt_count) in due {
+            let (Some(subscriber), Some(event)) =
+                (subscribers.get(&subscriber_id), events.get(&event_id))
+            else {
+                return Err(StoreError::Corrupt(format!(
+                    "delivery {id} lacks its event or subscriber"
+                )));
             };
-            let event = events.get(&row.event_id).ok_or_else(|| {
-                StoreError::Corrupt(format!("event {} has no payload", row.event_id))
-            })?;
+            let ClaimedEventRow(event_key, event_type, order_id, created_at, payload) = event;
             let payload = payloads
-                .entry(event.id.as_str())
-                .or_insert_with(|| Arc::from(event.payload.as_str()))
+                .entry(event_key.as_str())
+                .or_insert_with(|| Arc::from(payload.as_str()))
                 .clone();
-            claimed.push(ClaimedDelivery {
-                id: DeliveryId::parse("id", &row.id).map_err(invalid)?,
+            batch.push(ClaimedDelivery {
+                id: DeliveryId::parse("id", &id).map_err(invalid)?,
                 claim: claim.clone(),
-                event_id: EventId::from_stored(row.event_id),
-                event_type: EventType::parse("type", &event.event_type).map_err(invalid)?,
-                order_id: OrderId::parse("order_id", &event.order_id).map_err(invalid)?,
-                event_created_at: time(event.created_at)?,
+                event_id: EventId::from_stored(event_id),
+                event_type: EventType::parse("type", event_type).map_err(invalid)?,
+                order_id: OrderId::parse("order_id", order_id).map_err(invalid)?,
+                event_created_at: time(*created_at)?,
                 payload,
-                attempts_made: counter(row.attempt_count, "attempt_count")?,
+                attempts_made: counter(attempt_count, "attempt_count")?,
                 subscriber: subscriber.clone(),
             });
         }
-        Ok(claimed)
+        Ok(batch)
     }
 
     #[tracing::instrument(skip_all, fields(records = records.len()))]
@@ -1189,54 +1194,20 @@ impl Store for SqliteStore {
         let rows = to_json(&rows);
 
         let mut tx = self.write_tx().await?;
-        // Only records made under the claim that still holds their delivery count.
-        sqlx::query(
-            "INSERT INTO attempts \
-                 (delivery_id, at, outcome, status_code, response_excerpt, error) \
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
-             FROM json_each(?1) JOIN deliveries d \
-                 ON d.id = value ->> 0 AND d.claim = value ->> 8",
-        )
-        .bind(&rows)
-        .execute(&mut *tx)
-        .await?;
-        // A retry never revives a delivery parked meanwhile (its subscriber was deleted while
-        // the attempt was in flight), nor un-pauses one whose subscriber was disabled meanwhile;
-        // a final outcome is always recorded.
-        let applied: Vec<String> = sqlx::query_scalar(
-            "UPDATE deliveries SET attempt_count = attempt_count + 1, \
-                 status = CASE WHEN r.new_status = 'pending' AND deliveries.status <> 'pending' \
-                               THEN deliveries.status ELSE r.new_status END, \
-                 next_attempt_at = CASE \
-                     WHEN r.new_status <> 'pending' THEN r.next_at \
-                     WHEN deliveries.status <> 'pending' THEN deliveries.next_attempt_at \
-                     WHEN (SELECT status FROM subscribers WHERE id = deliveries.subscriber_id) \
-                          = 'active' THEN r.next_at \
-                     ELSE NULL END, \
-                 updated_at = r.at, claim = NULL, claimed_until = NULL \
-             FROM (SELECT value ->> 0 AS id, value ->> 1 AS at, value ->> 6 AS new_status, \
-                          value ->> 7 AS next_at, value ->> 8 AS claim \
-                   FROM json_each(?1)) AS r \
-             WHERE deliveries.id = r.id AND deliveries.claim = r.claim \
-             RETURNING deliveries.id",
-        )
-        .bind(&rows)
-        .fetch_all(&mut *tx)
-        .await?;
-        if applied.len() < records.len() {
-            tracing::warn!(
-                stale = records.len() - applied.len(),
-                "attempts of expired claims dropped: their deliveries were claimed again or \
-                 retried meanwhile"
-            );
-        }
-
+        // Only records made under the claim that still holds their delivery count, so only such
+        // a record speaks for the receiver.
         for record in records {
             let Some((subscriber_id, reason)) = &record.disable_subscriber else {
                 continue;
             };
-            // Only an applied record speaks for the receiver.
-            if !applied.iter().any(|id| id == record.delivery_id.as_str()) {
+            let held: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM deliveries WHERE id = ?1 AND claim = ?2)",
+            )
+            .bind(record.delivery_id.as_str())
+            .bind(record.claim.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            if !held {
                 continue;
             }
             sqlx::query(
@@ -1252,7 +1223,49 @@ impl Store for SqliteStore {
             pause_deliveries(&mut tx, subscriber_id).await?;
             tracing::info!(subscriber_id = %subscriber_id, reason, "subscriber disabled");
         }
+        // No rows come back: each would cost a hop between threads.
+        let applied = sqlx::query(
+            "INSERT INTO attempts \
+                 (delivery_id, at, outcome, status_code, response_excerpt, error) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
+             FROM json_each(?1) JOIN deliveries d \
+                 ON d.id = value ->> 0 AND d.claim = value ->> 8",
+        )
+        .bind(&rows)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        // A retry never revives a delivery parked meanwhile (its subscriber was deleted while
+        // the attempt was in flight), nor un-pauses one whose subscriber was disabled meanwhile
+        // (by this very batch, too); a final outcome is always recorded.
+        sqlx::query(
+            "UPDATE deliveries SET attempt_count = attempt_count + 1, \
+                 status = CASE WHEN r.new_status = 'pending' AND deliveries.status <> 'pending' \
+                               THEN deliveries.status ELSE r.new_status END, \
+                 next_attempt_at = CASE \
+                     WHEN r.new_status <> 'pending' THEN r.next_at \
+                     WHEN deliveries.status <> 'pending' THEN deliveries.next_attempt_at \
+                     WHEN (SELECT status FROM subscribers WHERE id = deliveries.subscriber_id) \
+                          = 'active' THEN r.next_at \
+                     ELSE NULL END, \
+                 updated_at = r.at, claim = NULL, claimed_until = NULL \
+             FROM (SELECT value ->> 0 AS id, value ->> 1 AS at, value ->> 6 AS new_status, \
+                          value ->> 7 AS next_at, value ->> 8 AS claim \
+                   FROM json_each(?1)) AS r \
+             WHERE deliveries.id = r.id AND deliveries.claim = r.claim",
+        )
+        .bind(&rows)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
+        let stale = records.len() as u64 - applied;
+        if stale > 0 {
+            tracing::warn!(
+                stale,
+                "attempts of expired claims dropped: their deliveries were claimed again or \
+                 retried meanwhile"
+            );
+        }
         Ok(())
     }
 
