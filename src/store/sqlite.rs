@@ -47,8 +47,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT)
-            .pragma("cache_size", "-32768");
+            .busy_timeout(BUSY_TIMEOUT);
         // The one writer connection serves every write: keep it open rather than reconnect.
         // A local file's connection cannot go stale: no ping before each use (each costs a hop to
         // the connection's thread).
