@@ -27,8 +27,13 @@ const RETRY_NUM: &str = "x-slack-retry-num";
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Envelope {
     /// Sent once when the Request URL is saved in the app's settings.
-    UrlVerification { challenge: String },
-    EventCallback { event_id: String, event: Event },
+    UrlVerification {
+        challenge: String,
+    },
+    EventCallback {
+        event_id: String,
+        event: Event,
+    },
     #[serde(other)]
     Other,
 }
@@ -70,7 +75,9 @@ impl Event {
             .subtype
             .as_deref()
             .is_none_or(|subtype| subtype == "thread_broadcast");
-        let thread_ts = self.thread_ts.filter(|thread| Some(thread) != self.ts.as_ref())?;
+        let thread_ts = self
+            .thread_ts
+            .filter(|thread| Some(thread) != self.ts.as_ref())?;
         (self.kind == "message" && by_person && plain).then_some(ThreadReply {
             channel: self.channel?,
             thread_ts,
@@ -190,7 +197,8 @@ async fn send_to_shopper(
     thread: &OrderThread,
     text: &str,
 ) -> Result<(), ActionError> {
-    let body = MessageBody::parse("body", &plain_text(text)).map_err(ActionError::InvalidMessage)?;
+    let body =
+        MessageBody::parse("body", &plain_text(text)).map_err(ActionError::InvalidMessage)?;
     let user_id = order_user(state, &thread.order_id).await?;
     let sent = state
         .instacart
@@ -280,7 +288,11 @@ mod tests {
     fn only_a_persons_reply_in_a_thread_counts() {
         let found = reply(base()).expect("a thread reply");
         assert_eq!(
-            (found.channel.as_str(), found.thread_ts.as_str(), found.text.as_str()),
+            (
+                found.channel.as_str(),
+                found.thread_ts.as_str(),
+                found.text.as_str()
+            ),
             ("C1", "1700000000.000100", "ok")
         );
         let mut broadcast = base();
@@ -315,7 +327,10 @@ mod tests {
             ("ask <@U024BE7LH> or <!here>", "ask @U024BE7LH or @here"),
             ("see <#C024BE7LR|orders>", "see #orders"),
             ("<http://oatly.com|oatly.com> please", "oatly.com please"),
-            ("<https://x.example/a|this one>", "this one (https://x.example/a)"),
+            (
+                "<https://x.example/a|this one>",
+                "this one (https://x.example/a)",
+            ),
             ("<https://x.example/a>", "https://x.example/a"),
             ("<mailto:a@b.example|a@b.example>", "a@b.example"),
             ("unclosed < stays", "unclosed < stays"),

@@ -78,8 +78,7 @@ pub(super) async fn receive(
         .find(|(key, _)| key == "payload")
         .map(|(_, value)| value)
         .ok_or(SlackError::NoPayload)?;
-    let interaction: Interaction =
-        serde_json::from_str(&payload).map_err(SlackError::Malformed)?;
+    let interaction: Interaction = serde_json::from_str(&payload).map_err(SlackError::Malformed)?;
     if interaction.kind != "block_actions" {
         return Ok(StatusCode::OK);
     }
@@ -127,7 +126,10 @@ async fn mark_read(state: AppState, click: Click) {
 /// How many messages Connect marked read.
 async fn mark_order_read(state: &AppState, order_id: &OrderId) -> Result<i64, ActionError> {
     let user_id = order_user(state, order_id).await?;
-    let read = state.instacart.mark_read(order_id, user_id.as_ref()).await?;
+    let read = state
+        .instacart
+        .mark_read(order_id, user_id.as_ref())
+        .await?;
     tracing::info!(
         messages_read = read.messages_read_count,
         "marked read from Slack"
@@ -136,7 +138,11 @@ async fn mark_order_read(state: &AppState, order_id: &OrderId) -> Result<i64, Ac
 }
 
 /// "Marked as read by <@U123> at 14:05 UTC (3 messages)", or why it was not.
-fn status_line(outcome: &Result<i64, ActionError>, user: Option<&str>, at: DateTime<Utc>) -> String {
+fn status_line(
+    outcome: &Result<i64, ActionError>,
+    user: Option<&str>,
+    at: DateTime<Utc>,
+) -> String {
     let (who, when) = (mention(user), at.format("%H:%M UTC"));
     match outcome {
         Ok(1) => format!("Marked as read by {who} at {when} (1 message)"),
@@ -234,6 +240,9 @@ mod tests {
         assert_eq!(done["blocks"][2]["elements"][0]["text"], "marked");
 
         let unknown = updated_message(None, "marked", false);
-        assert_eq!(unknown, json!({"replace_original": false, "text": "marked"}));
+        assert_eq!(
+            unknown,
+            json!({"replace_original": false, "text": "marked"})
+        );
     }
 }

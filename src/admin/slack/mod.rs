@@ -13,7 +13,7 @@ mod events;
 mod interactions;
 pub mod signature;
 
-pub use signature::{sign, SignatureError, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+pub use signature::{SignatureError, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -166,7 +166,9 @@ fn plain_words(error: &InstacartError) -> &'static str {
             "Instacart wants the order's user id; watch the order again with its user_id"
         }
         InstacartError::NotFound => "Instacart does not know this order",
-        InstacartError::BodyTooLong { .. } => "the message is too long (maximum is 1000 characters)",
+        InstacartError::BodyTooLong { .. } => {
+            "the message is too long (maximum is 1000 characters)"
+        }
         InstacartError::RateLimited { .. } => {
             "Instacart's rate limit was reached; try again in a minute"
         }

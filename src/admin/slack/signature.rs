@@ -34,12 +34,6 @@ fn mac(secret: &[u8], timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
     mac
 }
 
-/// The `X-Slack-Signature` value Slack sends with `body` at `timestamp`.
-pub fn sign(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
-    let digest = mac(secret, timestamp, body).finalize().into_bytes();
-    format!("{VERSION}={}", hex::encode(digest))
-}
-
 /// Checks a request's signature headers against `body` at `now` (unix seconds). The comparison
 /// takes the same time wherever the signatures differ.
 pub fn verify(
@@ -74,6 +68,12 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
+    /// The `X-Slack-Signature` value Slack sends with `body` at `timestamp`.
+    fn sign(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
+        let digest = mac(secret, timestamp, body).finalize().into_bytes();
+        format!("{VERSION}={}", hex::encode(digest))
+    }
+
     /// The worked example of Slack's "Verifying requests from Slack" page.
     const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
     const TIMESTAMP: &str = "1531420618";
@@ -97,7 +97,10 @@ mod tests {
 
     #[test]
     fn slacks_worked_example_signs_and_verifies() {
-        assert_eq!(sign(SECRET.as_bytes(), TIMESTAMP, BODY.as_bytes()), SIGNATURE);
+        assert_eq!(
+            sign(SECRET.as_bytes(), TIMESTAMP, BODY.as_bytes()),
+            SIGNATURE
+        );
         let now = TIMESTAMP.parse::<i64>().unwrap();
         assert_eq!(check(&headers(TIMESTAMP, SIGNATURE), BODY, now), Ok(()));
     }
@@ -140,7 +143,11 @@ mod tests {
             assert_eq!(check(&valid, BODY, now), Ok(()), "{now}");
         }
         for now in [stamped - 301, stamped + 301, stamped + 6 * 60] {
-            assert_eq!(check(&valid, BODY, now), Err(SignatureError::Stale), "{now}");
+            assert_eq!(
+                check(&valid, BODY, now),
+                Err(SignatureError::Stale),
+                "{now}"
+            );
         }
     }
 }

@@ -77,8 +77,8 @@ impl SlackApi {
         if !status.is_success() {
             return Err(status_error(response).await);
         }
-        let reply: ApiReply =
-            serde_json::from_slice(&read_reply(response).await).map_err(SlackApiError::Malformed)?;
+        let reply: ApiReply = serde_json::from_slice(&read_reply(response).await)
+            .map_err(SlackApiError::Malformed)?;
         match reply.ok {
             true => Ok(()),
             false => Err(SlackApiError::Refused {
