@@ -108,26 +108,30 @@ pub(super) async fn receive(
     };
     let retry = headers.get(RETRY_NUM).and_then(|v| v.to_str().ok());
     let span = tracing::info_span!("slack_event", event_id = %event_id, retry);
+    act_on(state, &event_id, event).instrument(span).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// Sends a person's reply in an order's thread to the order's shopper, once per event.
+async fn act_on(state: AppState, event_id: &str, event: Event) -> Result<(), StoreError> {
     let Some(reply) = event.into_thread_reply() else {
-        return Ok(StatusCode::OK.into_response());
+        return Ok(());
     };
     let Some(thread) = order_thread(&state, &reply).await? else {
-        span.in_scope(|| tracing::debug!("a thread reply outside any order's thread"));
-        return Ok(StatusCode::OK.into_response());
+        tracing::debug!("a thread reply outside any order's thread");
+        return Ok(());
     };
     let now = Utc::now();
     if !state
         .store
-        .record_slack_event(&event_id, now, now - EVENT_MEMORY)
+        .record_slack_event(event_id, now, now - EVENT_MEMORY)
         .await?
     {
-        span.in_scope(|| tracing::info!("Slack sent an event again that was acted on already"));
-        return Ok(StatusCode::OK.into_response());
+        tracing::info!("Slack sent an event again that was acted on already");
+        return Ok(());
     }
-    within_ack_budget(forward(state, thread, reply))
-        .instrument(span)
-        .await;
-    Ok(StatusCode::OK.into_response())
+    within_ack_budget(forward(state, thread, reply)).await;
+    Ok(())
 }
 
 /// The order whose thread `reply` is in, among the active bot-token subscribers posting in the

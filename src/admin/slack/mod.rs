@@ -6,8 +6,9 @@
 //! Slack wants an answer within 3 seconds, and Connect may take longer (its timeout, a token to
 //! fetch), so the work runs in a task of its own: the handler waits for it up to
 //! [`ACK_BUDGET`] and answers then, whether or not it is done; the task carries on and reports
-//! in Slack (a reply in the thread, an update of the message). What was acted on is recorded
-//! before the task starts, so a retry of Slack's never repeats it.
+//! in Slack (a reply in the thread, an update of the message). An event acted on is recorded
+//! before its task starts, so a retry of Slack's never repeats it: a crash in between loses the
+//! reply rather than risk sending it twice, and the missing answer in the thread shows it.
 
 mod events;
 mod interactions;
