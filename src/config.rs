@@ -414,6 +414,7 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        self.email.validate()?;
         for (key, jitter) in [
             ("poller.jitter", self.poller.jitter),
             ("delivery.retry_jitter", self.delivery.retry_jitter),
@@ -447,6 +448,87 @@ impl Settings {
             )),
         }
     }
+}
+
+impl EmailSettings {
+    /// Checks the section when `smtp_url` is set (otherwise e-mail is off and the rest unused).
+    fn validate(&self) -> Result<(), ConfigError> {
+        let Some(url) = &self.smtp_url else {
+            return Ok(());
+        };
+        if !matches!(url.scheme(), "smtp" | "smtps") {
+            return Err(ConfigError::invalid(
+                "email.smtp_url",
+                "must use smtp:// or smtps://",
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(ConfigError::invalid("email.smtp_url", "must have a host"));
+        }
+        // A URL ends up in logs and error texts: credentials have their own (secret) keys.
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(ConfigError::invalid(
+                "email.smtp_url",
+                "must not embed credentials (use email.username and email.password)",
+            ));
+        }
+        if url.scheme() == "smtps" && matches!(self.tls, Some(SmtpTls::None | SmtpTls::Starttls)) {
+            return Err(ConfigError::invalid(
+                "email.tls",
+                "must be tls (or left out) with an smtps:// URL",
+            ));
+        }
+        match (&self.username, &self.password) {
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    "email.password",
+                    "is required when email.username is set",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "email.username",
+                    "is required when email.password is set",
+                ))
+            }
+            _ => {}
+        }
+        match &self.from {
+            None => {
+                return Err(ConfigError::invalid(
+                    "email.from",
+                    "is required when email.smtp_url is set",
+                ))
+            }
+            Some(from) => parse_mailbox("email.from", from)?,
+        };
+        if let Some(reply_to) = &self.reply_to {
+            parse_mailbox("email.reply_to", reply_to)?;
+        }
+        positive("email.timeout", self.timeout)
+    }
+
+    /// The TLS mode in force: the configured one, or what the URL's scheme implies.
+    pub fn tls_mode(&self) -> SmtpTls {
+        match (self.tls, self.smtp_url.as_ref().map(Url::scheme)) {
+            (Some(mode), _) => mode,
+            (None, Some("smtps")) => SmtpTls::Tls,
+            (None, _) => SmtpTls::Starttls,
+        }
+    }
+}
+
+/// `Name <address>` or a bare address.
+pub fn parse_mailbox(
+    key: &'static str,
+    value: &str,
+) -> Result<lettre::message::Mailbox, ConfigError> {
+    value.parse().map_err(|_| {
+        ConfigError::invalid(
+            key,
+            "must be a mailbox such as `Store 42 <chat@store.example>` or chat@store.example",
+        )
+    })
 }
 
 /// `["5s", "5m", "2h"]`: humantime strings, like every other duration here.

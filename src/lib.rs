@@ -3,6 +3,7 @@
 //! events out to subscribers (signed webhooks), with an admin HTTP API.
 
 pub mod admin;
+pub mod bench;
 pub mod channels;
 pub mod config;
 pub mod demo;

@@ -750,3 +750,97 @@ async fn run_until_stopped_returns_promptly_after_cancel_despite_open_connection
         .unwrap();
     drop(client);
 }
+
+#[tokio::test]
+async fn empty_orders_have_people_but_no_messages_and_leave_existing_orders_alone() {
+    let sim = start(config()).await;
+    sim.handle
+        .add_empty_orders(&["900001", "900002", SEED_ORDER]);
+    let empty = sim.order_messages("900001").await;
+    assert!(empty.chat_messages.is_empty() && empty.lifecycle_messages.is_empty());
+    assert!(empty.metadata.current_shopper.is_some());
+    assert!(!empty.metadata.customer.display_name.is_empty());
+    assert_eq!(sim.order_messages(SEED_ORDER).await.chat_messages.len(), 1);
+}
+
+#[tokio::test]
+async fn bulk_added_messages_appear_together_in_the_given_orders() {
+    let sim = start(config()).await;
+    sim.handle.add_empty_orders(&["900001", "900002"]);
+    let added = sim.handle.add_chat_messages(&[
+        ("900001", "first"),
+        ("900002", "second"),
+        ("900001", "third"),
+    ]);
+    let one = sim.order_messages("900001").await;
+    let two = sim.order_messages("900002").await;
+    assert_eq!(one.chat_messages, [added[0].clone(), added[2].clone()]);
+    assert_eq!(two.chat_messages, [added[1].clone()]);
+    assert_eq!(one.chat_messages[1].body, "third");
+}
+
+#[tokio::test]
+async fn timings_note_creation_and_the_first_whole_answer_carrying_each_message() {
+    let sim = start(SimulatorConfig {
+        record_message_timings: true,
+        ..config()
+    })
+    .await;
+    sim.handle.add_empty_orders(&["900001", "900002"]);
+    let before = Instant::now();
+    let added =
+        sim.handle
+            .add_chat_messages(&[("900001", "one"), ("900001", "two"), ("900002", "x")]);
+    assert_eq!(sim.handle.orders_served(), 0);
+    assert_eq!(sim.handle.take_timings(), Default::default());
+
+    // A cut answer does not count as serving anything.
+    sim.handle
+        .set_faults(Faults {
+            rate_malformed: 1.0,
+            ..Faults::default()
+        })
+        .unwrap();
+    let path = order_messages_path("900001");
+    let cut = sim.call(Method::GET, &path, Some(TOKEN), None).await;
+    assert_eq!(cut.status(), StatusCode::OK);
+    assert_eq!(sim.handle.orders_served(), 0);
+    sim.handle.set_faults(Faults::default()).unwrap();
+
+    let asked = Instant::now();
+    sim.order_messages("900001").await;
+    let answered = Instant::now();
+    sim.order_messages("900001").await;
+    let timings = sim.handle.take_timings();
+    let ids: Vec<i64> = timings.served.iter().map(|t| t.message_id).collect();
+    assert_eq!(ids, [added[0].id, added[1].id]);
+    for timing in &timings.served {
+        assert!(before <= timing.created && timing.created <= asked);
+        assert!(asked <= timing.first_served && timing.first_served <= answered);
+    }
+    assert_eq!(
+        timings.poll_gaps.len(),
+        1,
+        "one gap between two whole answers"
+    );
+    assert_eq!(sim.handle.orders_served(), 1);
+
+    // The chat endpoint serves too; what was taken is not handed over again.
+    let (status, _) = sim.json(Method::GET, &chat_path("900002"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let timings = sim.handle.take_timings();
+    assert_eq!(timings.served.len(), 1);
+    assert_eq!(timings.served[0].message_id, added[2].id);
+    assert!(timings.poll_gaps.is_empty());
+    assert_eq!(sim.handle.orders_served(), 2);
+}
+
+#[tokio::test]
+async fn timings_are_not_kept_unless_asked_for() {
+    let sim = start(config()).await;
+    sim.handle.add_chat_messages(&[(SEED_ORDER, "hello")]);
+    sim.order_messages(SEED_ORDER).await;
+    sim.order_messages(SEED_ORDER).await;
+    assert_eq!(sim.handle.take_timings(), Default::default());
+    assert_eq!(sim.handle.orders_served(), 1);
+}

@@ -3,6 +3,7 @@
 //! A signing secret's value is shown twice only: in the response that creates the subscriber and
 //! in the one that rotates its secret. Otherwise a subscriber shows `signing_secrets`: when each
 //! secret that currently signs was created and, for one rotated out, when it stops signing.
+//! Only webhooks are signed: other kinds show no secret at all.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -19,7 +20,10 @@ use super::error::{when_present, ApiError, ErrorBody, Problems};
 use super::extract::{path_id, ApiJson, ApiPath};
 use super::AppState;
 use crate::channels::slack::TargetFields;
-use crate::domain::{EventType, OrderId, SigningSecret, SubscriberId, ValidationError, WebhookUrl};
+use crate::config::Settings;
+use crate::domain::{
+    EmailAddress, EventType, OrderId, SigningSecret, SubscriberId, ValidationError, WebhookUrl,
+};
 use crate::store::{
     Channel, NewSubscriber, SlackTarget, Subscriber, SubscriberFilter, SubscriberPatch,
     SubscriberStatus,
@@ -28,6 +32,9 @@ use crate::store::{
 /// Longest accepted filter list and description.
 const MAX_FILTER_ENTRIES: usize = 1000;
 const MAX_DESCRIPTION_CHARS: usize = 500;
+/// Most recipients of an e-mail subscriber, and the longest digest window (a day).
+const MAX_RECIPIENTS: usize = 50;
+const MAX_DIGEST_SECONDS: u32 = 86_400;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -43,7 +50,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSubscriberRequest {
-    /// How the subscriber is reached: `webhook` or `slack`.
+    /// How the subscriber is reached: `webhook`, `slack` or `email`.
     #[schema(example = "webhook")]
     pub kind: String,
     /// Required for `webhook`: an http(s) URL.
@@ -59,6 +66,12 @@ pub struct CreateSubscriberRequest {
     /// `slack` with `bot_token`: the channel ID (or `#name`) to post in.
     #[schema(example = "C0123ABCD")]
     pub channel: Option<String>,
+    /// Required for `email`: the recipients' addresses.
+    #[schema(example = json!(["staff@store.example"]))]
+    pub to: Option<Vec<String>>,
+    /// `email` only: events of one order within this many seconds go out as one e-mail.
+    #[schema(example = 300)]
+    pub digest_seconds: Option<u32>,
     /// Only these event types; leave out (or null) for every type.
     #[schema(example = json!(["chat_message.created"]))]
     pub event_types: Option<Vec<String>>,
@@ -81,6 +94,12 @@ pub struct UpdateSubscriberRequest {
     pub bot_token: Option<SecretString>,
     /// `slack`: a new channel for the bot (the token is kept unless given too).
     pub channel: Option<String>,
+    /// `email`: replaces the recipients.
+    pub to: Option<Vec<String>>,
+    /// `email`; `null` sends one e-mail per event again.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u32>, nullable)]
+    pub digest_seconds: Option<Option<u32>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<Vec<String>>, nullable)]
     pub event_types: Option<Option<Vec<String>>>,
@@ -184,15 +203,23 @@ pub struct SubscriberView {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// The secrets signing its deliveries now, newest first: two during a rotation's grace.
+    /// Webhooks only (left out for other kinds).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub signing_secrets: Vec<SecretInfo>,
+}
+
+/// Whether the subscriber's deliveries are signed, so it has secrets to show and rotate.
+fn is_signed(channel: &Channel) -> bool {
+    matches!(channel, Channel::Webhook { .. })
 }
 
 impl SubscriberView {
     fn new(subscriber: Subscriber, now: DateTime<Utc>) -> Self {
+        let signed = is_signed(&subscriber.channel);
         let signing_secrets = subscriber
             .secrets
             .iter()
-            .filter(|s| s.expires_at.is_none_or(|at| at > now))
+            .filter(|s| signed && s.expires_at.is_none_or(|at| at > now))
             .map(|s| SecretInfo {
                 created_at: s.created_at,
                 expires_at: s.expires_at,
@@ -219,15 +246,18 @@ pub struct SubscriberWithSecret {
     #[serde(flatten)]
     pub subscriber: SubscriberView,
     /// Verifies the `webhook-signature` header (Standard Webhooks). Shown only this once.
+    /// Webhooks only (left out for other kinds).
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
-    pub secret: String,
+    pub secret: Option<String>,
 }
 
 impl SubscriberWithSecret {
     fn new(subscriber: Subscriber, secret: &SigningSecret, now: DateTime<Utc>) -> Self {
+        let secret = is_signed(&subscriber.channel).then(|| secret.expose().to_owned());
         Self {
             subscriber: SubscriberView::new(subscriber, now),
-            secret: secret.expose().to_owned(),
+            secret,
         }
     }
 }
@@ -238,10 +268,28 @@ pub struct SubscriberList {
 }
 
 fn check_channel(
+    problems: &mut Problems,
+    request: &CreateSubscriberRequest,
+    settings: &Settings,
+) -> Option<Channel> {
+    let allow_private = settings.delivery.allow_private_targets;
+    match request.kind.as_str() {
+        "email" => check_email(problems, request, settings),
+        _ => problems.check(check_target(request, allow_private)),
+    }
+}
+
+/// A webhook's or a Slack subscriber's target.
+fn check_target(
     request: &CreateSubscriberRequest,
     allow_private: bool,
 ) -> Result<Channel, ValidationError> {
     let slack = slack_fields(&request.webhook_url, &request.bot_token, &request.channel);
+    if let Some(field) = email_field(request.to.is_some(), request.digest_seconds.is_some()) {
+        if matches!(request.kind.as_str(), "webhook" | "slack") {
+            return Err(foreign(field, "email"));
+        }
+    }
     match request.kind.as_str() {
         "webhook" => {
             if let Some(field) = slack.first_given() {
@@ -262,9 +310,115 @@ fn check_channel(
         }
         _ => Err(ValidationError::new(
             "kind",
-            "must be one of webhook, slack",
+            "must be one of webhook, slack, email",
         )),
     }
+}
+
+/// The first e-mail-only field given.
+fn email_field(to: bool, digest_seconds: bool) -> Option<&'static str> {
+    [("to", to), ("digest_seconds", digest_seconds)]
+        .into_iter()
+        .find_map(|(field, given)| given.then_some(field))
+}
+
+/// An e-mail subscriber's recipients and digest window; every bad address is named.
+fn check_email(
+    problems: &mut Problems,
+    request: &CreateSubscriberRequest,
+    settings: &Settings,
+) -> Option<Channel> {
+    let slack = slack_fields(&request.webhook_url, &request.bot_token, &request.channel);
+    let others = problems.check(match (request.url.is_some(), slack.first_given()) {
+        (true, _) => Err(foreign("url", "webhook")),
+        (false, Some(field)) => Err(foreign(field, "slack")),
+        (false, None) => Ok(()),
+    });
+    // Refused up front: its deliveries could only be parked.
+    let configured = problems.check(match settings.email.smtp_url {
+        Some(_) => Ok(()),
+        None => Err(ValidationError::new(
+            "kind",
+            "email needs e-mail set up on this server (email.smtp_url)",
+        )),
+    });
+    let to = match &request.to {
+        Some(raw) => check_recipients(problems, raw),
+        None => problems.check(Err(ValidationError::new(
+            "to",
+            "is required for email subscribers",
+        ))),
+    };
+    let digest_seconds = problems.check(check_digest(request.digest_seconds));
+    others?;
+    configured?;
+    Some(Channel::Email {
+        to: to?,
+        digest_seconds: digest_seconds?,
+    })
+}
+
+/// The recipients: at least one, each a plain address (`to[i]` names a bad one), no repeats.
+fn check_recipients(problems: &mut Problems, raw: &[String]) -> Option<Vec<String>> {
+    if raw.is_empty() {
+        return problems.check(Err(ValidationError::new(
+            "to",
+            "must list at least one address",
+        )));
+    }
+    if raw.len() > MAX_RECIPIENTS {
+        return problems.check(Err(ValidationError::new(
+            "to",
+            format!("must list at most {MAX_RECIPIENTS} addresses"),
+        )));
+    }
+    let parsed = problems.check_each(
+        raw.iter()
+            .enumerate()
+            .map(|(i, value)| EmailAddress::parse(&format!("to[{i}]"), value)),
+    )?;
+    let mut unique: Vec<String> = Vec::with_capacity(parsed.len());
+    for address in parsed {
+        let address = String::from(address);
+        if !unique.iter().any(|u| u.eq_ignore_ascii_case(&address)) {
+            unique.push(address);
+        }
+    }
+    Some(unique)
+}
+
+fn check_digest(digest_seconds: Option<u32>) -> Result<Option<u32>, ValidationError> {
+    match digest_seconds {
+        Some(seconds) if !(1..=MAX_DIGEST_SECONDS).contains(&seconds) => Err(ValidationError::new(
+            "digest_seconds",
+            format!("must be between 1 and {MAX_DIGEST_SECONDS} (or left out, or null)"),
+        )),
+        _ => Ok(digest_seconds),
+    }
+}
+
+/// An e-mail subscriber's channel after a PATCH of `to` and `digest_seconds` (`Some(None)`:
+/// neither given; `None`: a problem was recorded).
+fn patch_email(
+    problems: &mut Problems,
+    (to, digest_seconds): (&[String], Option<u32>),
+    request: &UpdateSubscriberRequest,
+) -> Option<Option<Channel>> {
+    if request.to.is_none() && request.digest_seconds.is_none() {
+        return Some(None);
+    }
+    let new_to = match &request.to {
+        Some(raw) => check_recipients(problems, raw),
+        None => Some(to.to_vec()),
+    };
+    let new_digest = match request.digest_seconds {
+        Some(seconds) => problems.check(check_digest(seconds)),
+        None => Some(digest_seconds),
+    };
+    Some(Some(Channel::Email {
+        to: new_to?,
+        digest_seconds: new_digest?,
+    }))
 }
 
 /// The channel after a partial update of `current` (`None`: unchanged). The kind stays: a field
@@ -276,6 +430,11 @@ fn patch_channel(
     allow_private: bool,
 ) -> Result<Option<Channel>, ValidationError> {
     let slack = slack_fields(&request.webhook_url, &request.bot_token, &request.channel);
+    if let Some(field) = email_field(request.to.is_some(), request.digest_seconds.is_some()) {
+        if !matches!(current, Channel::Email { .. }) {
+            return Err(foreign(field, "email"));
+        }
+    }
     match current {
         Channel::Webhook { .. } => {
             if let Some(field) = slack.first_given() {
@@ -295,6 +454,7 @@ fn patch_channel(
                 .patch(target, allow_private)?
                 .map(|target| Channel::Slack { target }))
         }
+        // Its own fields are `patch_email`'s, which reports every bad address.
         Channel::Email { .. } => match (request.url.is_some(), slack.first_given()) {
             (true, _) => Err(foreign("url", "webhook")),
             (false, Some(field)) => Err(foreign(field, "slack")),
@@ -404,9 +564,8 @@ async fn create_subscriber(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<CreateSubscriberRequest>,
 ) -> Result<(StatusCode, Json<SubscriberWithSecret>), ApiError> {
-    let allow_private = state.settings.delivery.allow_private_targets;
     let mut problems = Problems::default();
-    let channel = problems.check(check_channel(&request, allow_private));
+    let channel = check_channel(&mut problems, &request, &state.settings);
     let event_types = when_present(request.event_types, |raw| {
         check_filter(&mut problems, "event_types", &raw, EventType::parse)
     });
@@ -422,6 +581,8 @@ async fn create_subscriber(
         return Err(problems.into());
     };
 
+    // The store keeps a secret for every subscriber; for kinds that are not signed it is never
+    // used nor shown.
     let secret = SigningSecret::generate();
     let now = Utc::now();
     let subscriber = state
@@ -511,14 +672,21 @@ async fn update_subscriber(
     let allow_private = state.settings.delivery.allow_private_targets;
     let mut problems = Problems::default();
     let changes_target = request.url.is_some()
-        || !slack_fields(&request.webhook_url, &request.bot_token, &request.channel).is_empty();
+        || !slack_fields(&request.webhook_url, &request.bot_token, &request.channel).is_empty()
+        || email_field(request.to.is_some(), request.digest_seconds.is_some()).is_some();
     let channel = if changes_target {
         let current = state
             .store
             .get_subscriber(&id)
             .await?
             .ok_or_else(|| ApiError::not_found("subscriber", raw_id.clone()))?;
-        problems.check(patch_channel(&current.channel, &request, allow_private))
+        let target = problems.check(patch_channel(&current.channel, &request, allow_private));
+        match &current.channel {
+            Channel::Email { to, digest_seconds } => {
+                target.and_then(|_| patch_email(&mut problems, (to, *digest_seconds), &request))
+            }
+            _ => target,
+        }
     } else {
         Some(None)
     };
@@ -591,6 +759,7 @@ async fn delete_subscriber(
     responses(
         (status = 200, description = "The new secret; the only response showing it", body = SubscriberWithSecret),
         (status = 404, description = "Unknown subscriber", body = ErrorBody),
+        (status = 409, description = "Not a webhook subscriber: nothing is signed", body = ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all, fields(subscriber_id = %raw_id))]
@@ -599,6 +768,16 @@ async fn rotate_secret(
     ApiPath(raw_id): ApiPath<String>,
 ) -> Result<Json<SubscriberWithSecret>, ApiError> {
     let id = path_id("subscriber", &raw_id, SubscriberId::parse)?;
+    let current = state
+        .store
+        .get_subscriber(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("subscriber", raw_id.clone()))?;
+    if !is_signed(&current.channel) {
+        return Err(ApiError::Conflict(
+            "only webhook subscribers have signing secrets".to_owned(),
+        ));
+    }
     let secret = SigningSecret::generate();
     let now = Utc::now();
     let old_expires_at = after(now, state.settings.delivery.secret_rotation_grace);

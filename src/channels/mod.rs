@@ -1,6 +1,7 @@
 //! Channels: how a delivery reaches a subscriber. One module per channel, each behind
 //! [`ChannelSender`]: send one delivery, classify the outcome. Retry timing is the dispatcher's.
 
+pub mod email;
 mod http;
 pub mod slack;
 pub mod webhook;
@@ -53,6 +54,8 @@ pub enum ChannelError {
     WebhookClient(#[source] reqwest::Error),
     #[error("`slack.api_base_url` cannot locate the Web API's methods")]
     SlackApiUrl(#[source] url::ParseError),
+    #[error("cannot set up e-mail")]
+    Email(#[from] email::EmailError),
 }
 
 /// Every channel's sender, built once per process; routes a delivery by its subscriber's channel.
@@ -60,11 +63,13 @@ pub enum ChannelError {
 pub struct Channels {
     webhook: webhook::WebhookSender,
     slack: slack::SlackSender,
+    /// Only when `email.smtp_url` is configured.
+    email: Option<email::EmailSender>,
 }
 
 impl Channels {
     /// `templates` render what people read; `store` keeps the conversation threads (Slack
-    /// `thread_ts`) the channels start.
+    /// `thread_ts`, e-mail Message-IDs) the channels start.
     pub fn new(
         settings: &Settings,
         templates: Templates,
@@ -72,9 +77,21 @@ impl Channels {
     ) -> Result<Self, ChannelError> {
         let webhook =
             webhook::WebhookSender::new(&settings.delivery).map_err(ChannelError::WebhookClient)?;
+        let email = match settings.email.smtp_url {
+            Some(_) => Some(email::EmailSender::new(
+                &settings.email,
+                templates.clone(),
+                store.clone(),
+            )?),
+            None => None,
+        };
         let slack = slack::SlackSender::new(webhook.clone(), &settings.slack, templates, store)
             .map_err(ChannelError::SlackApiUrl)?;
-        Ok(Self { webhook, slack })
+        Ok(Self {
+            webhook,
+            slack,
+            email,
+        })
     }
 
     /// Slack's Web API and response URLs, through the deliveries' pooled client.
@@ -104,13 +121,14 @@ impl ChannelSender for Channels {
         match &first.subscriber.channel {
             Channel::Webhook { .. } => self.webhook.send(deliveries, now).await,
             Channel::Slack { .. } => self.slack.send(deliveries, now).await,
-            // Placeholder until the e-mail channel lands (issue 3): the admin API does not
-            // create such subscribers yet.
-            Channel::Email { .. } => SendOutcome::Permanent {
-                status: None,
-                excerpt: None,
-                error: Some("this channel kind is not available in this build".to_owned()),
-                disable_subscriber: None,
+            Channel::Email { .. } => match &self.email {
+                Some(email) => email.send(deliveries, now).await,
+                None => SendOutcome::Permanent {
+                    status: None,
+                    excerpt: None,
+                    error: Some("e-mail is not configured: set email.smtp_url".to_owned()),
+                    disable_subscriber: None,
+                },
             },
         }
     }

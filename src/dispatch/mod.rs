@@ -10,6 +10,7 @@ pub use retry::{retry_delay, MAX_RETRY_AFTER};
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use rand::Rng;
+use std::collections::hash_map::{Entry, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -17,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::channels::{ChannelSender, Channels, SendOutcome};
 use crate::config::DeliverySettings;
-use crate::store::{AttemptRecord, AttemptResolution, ClaimedDelivery, Store, StoreError};
+use crate::domain::{OrderId, SubscriberId};
+use crate::store::{AttemptRecord, AttemptResolution, Channel, ClaimedDelivery, Store, StoreError};
 
 /// How long past the send timeout a claim holds: room to record the batch's attempts.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
@@ -32,9 +34,45 @@ pub struct Dispatcher {
     pace: rate::SendPace,
 }
 
-/// Splits a claimed batch into sends: one delivery each.
+/// Splits a claimed batch into sends: an e-mail digest subscriber's deliveries of one order
+/// go together (the fan-out made them due together), in the order their events were detected;
+/// every other delivery goes alone.
 fn sends(batch: Vec<ClaimedDelivery>) -> Vec<Vec<ClaimedDelivery>> {
-    batch.into_iter().map(|delivery| vec![delivery]).collect()
+    let mut sends: Vec<Vec<ClaimedDelivery>> = Vec::with_capacity(batch.len());
+    let mut digests: HashMap<(SubscriberId, OrderId), usize> = HashMap::new();
+    for delivery in batch {
+        let is_digest = matches!(
+            delivery.subscriber.channel,
+            Channel::Email {
+                digest_seconds: Some(_),
+                ..
+            }
+        );
+        if !is_digest {
+            sends.push(vec![delivery]);
+            continue;
+        }
+        match digests.entry((delivery.subscriber.id.clone(), delivery.order_id.clone())) {
+            Entry::Occupied(entry) => sends[*entry.get()].push(delivery),
+            Entry::Vacant(entry) => {
+                entry.insert(sends.len());
+                sends.push(vec![delivery]);
+            }
+        }
+    }
+    for &index in digests.values() {
+        // Stable: events detected together keep the claim's (insertion) order.
+        sends[index].sort_by_key(|delivery| delivery.event_created_at);
+    }
+    sends
+}
+
+/// What a group's retry time is computed from, shared by its deliveries.
+struct RetryBasis {
+    /// Attempts made before this one.
+    attempts_made: u32,
+    /// Where in the jitter band the wait falls, in `[-1, 1]`.
+    spread: f64,
 }
 
 fn log_attempt(delivery: &ClaimedDelivery, record: &AttemptRecord) {
@@ -117,15 +155,20 @@ impl Dispatcher {
     }
 
     /// One send of a group of deliveries to one subscriber; every delivery in it shares the
-    /// outcome.
+    /// outcome, and a retry time, so the group stays together (a digest e-mail keeps its
+    /// Message-ID). The group's least-tried delivery sets that time: none is given up early.
     async fn attempt(&self, group: &[ClaimedDelivery]) -> Vec<AttemptRecord> {
         let at = Utc::now();
         let outcome = self.channels.send(group, at).await;
         let finished = Utc::now();
+        let retry = RetryBasis {
+            attempts_made: group.iter().map(|d| d.attempts_made).min().unwrap_or(0),
+            spread: rand::thread_rng().gen_range(-1.0..=1.0),
+        };
         group
             .iter()
             .map(|delivery| {
-                let record = self.record(delivery, at, finished, outcome.clone());
+                let record = self.record(delivery, at, finished, &retry, outcome.clone());
                 log_attempt(delivery, &record);
                 record
             })
@@ -138,6 +181,7 @@ impl Dispatcher {
         delivery: &ClaimedDelivery,
         at: DateTime<Utc>,
         finished: DateTime<Utc>,
+        retry: &RetryBasis,
         outcome: SendOutcome,
     ) -> AttemptRecord {
         let (resolution, status_code, response_excerpt, error, disable) = match outcome {
@@ -150,13 +194,12 @@ impl Dispatcher {
                 excerpt,
                 error,
             } => {
-                let spread = rand::thread_rng().gen_range(-1.0..=1.0);
                 let resolution = match retry_delay(
                     &self.settings.retry_schedule,
                     self.settings.retry_jitter,
-                    delivery.attempts_made + 1,
+                    retry.attempts_made + 1,
                     after,
-                    spread,
+                    retry.spread,
                 ) {
                     Some(wait) => AttemptResolution::RetryAt(
                         finished
@@ -246,5 +289,73 @@ impl Dispatcher {
             () = tokio::time::sleep(wait) => {}
             () = cancel.cancelled() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{DeliveryId, EventId, EventType};
+    use crate::store::{SubscriberFilter, SubscriberStatus};
+
+    fn subscriber(channel: Channel) -> crate::store::Subscriber {
+        crate::store::Subscriber {
+            id: SubscriberId::generate(),
+            channel,
+            filter: SubscriberFilter::default(),
+            description: None,
+            status: SubscriberStatus::Active,
+            disabled_reason: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            secrets: Vec::new(),
+        }
+    }
+
+    fn delivery(
+        subscriber: &crate::store::Subscriber,
+        order: &str,
+        message: i64,
+        detected_secs_ago: i64,
+    ) -> ClaimedDelivery {
+        let order_id = OrderId::parse("order_id", order).unwrap();
+        ClaimedDelivery {
+            id: DeliveryId::generate(),
+            event_id: EventId::derive(EventType::ChatMessageCreated, &order_id, Some(message)),
+            event_type: EventType::ChatMessageCreated,
+            order_id,
+            event_created_at: Utc::now() - chrono::Duration::seconds(detected_secs_ago),
+            payload: Arc::from("{}"),
+            attempts_made: 0,
+            subscriber: subscriber.clone(),
+        }
+    }
+
+    #[test]
+    fn a_digest_subscribers_deliveries_of_one_order_go_as_one_send_in_detection_order() {
+        let digest = subscriber(Channel::Email {
+            to: vec!["staff@store.example".to_owned()],
+            digest_seconds: Some(60),
+        });
+        let plain = subscriber(Channel::Email {
+            to: vec!["ops@store.example".to_owned()],
+            digest_seconds: None,
+        });
+        let batch = vec![
+            delivery(&digest, "1", 2, 5),
+            delivery(&plain, "1", 1, 9),
+            delivery(&digest, "2", 1, 9),
+            delivery(&plain, "1", 2, 5),
+            delivery(&digest, "1", 1, 9),
+        ];
+        let ids = |picks: &[usize]| -> Vec<EventId> {
+            picks.iter().map(|&i| batch[i].event_id.clone()).collect()
+        };
+        let expected = [ids(&[4, 0]), ids(&[1]), ids(&[2]), ids(&[3])];
+        let found: Vec<Vec<EventId>> = sends(batch.clone())
+            .iter()
+            .map(|send| send.iter().map(|d| d.event_id.clone()).collect())
+            .collect();
+        assert_eq!(found, expected);
     }
 }

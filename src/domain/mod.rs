@@ -1,11 +1,13 @@
 //! Validated domain types. Each has private fields and a `parse()` that names the rule it enforces.
 
+mod email_address;
 mod event;
 mod ids;
 mod message;
 mod secret;
 mod webhook_url;
 
+pub use email_address::EmailAddress;
 pub use event::{EventId, EventType};
 pub use ids::{DeliveryId, OrderId, SubscriberId, UserId};
 pub use message::MessageBody;

@@ -15,7 +15,7 @@ use axum::Router;
 use subtle::ConstantTimeEq;
 
 use super::oauth;
-use super::state::{to_json, Fault, State};
+use super::state::{to_json, Answer, Fault, State};
 use super::{SimulatorConfig, SimulatorStats};
 use crate::instacart::models::{ErrorBody, ErrorEnvelope, SendMessageRequest};
 
@@ -196,6 +196,7 @@ impl Shared {
                 config.seed,
                 config.faults,
                 config.expire_after,
+                config.record_message_timings,
             )),
             counters: Counters::default(),
             credentials: Credentials {
@@ -220,7 +221,7 @@ impl Shared {
         &self,
         endpoint: Counter,
         headers: &HeaderMap,
-        handler: impl FnOnce(&mut State, Instant) -> Result<Bytes, ApiError>,
+        handler: impl FnOnce(&mut State, Instant, Answer) -> Result<Bytes, ApiError>,
     ) -> Response {
         self.counters.add(endpoint);
         let now = Instant::now();
@@ -235,10 +236,10 @@ impl Shared {
             }
             let (fault, delay) = state.draw_fault();
             let result = match fault {
-                None => handler(&mut state, now),
+                None => handler(&mut state, now, Answer::Complete),
                 Some(Fault::RateLimited) => Err(ApiError::RateLimited),
                 Some(Fault::Unavailable) => Err(ApiError::Unavailable),
-                Some(Fault::Malformed) => handler(&mut state, now),
+                Some(Fault::Malformed) => handler(&mut state, now, Answer::Cut),
             };
             (result, fault, delay)
         };
@@ -324,8 +325,8 @@ async fn order_messages(
     headers: HeaderMap,
 ) -> Response {
     shared
-        .serve(Counter::OrderMessages, &headers, |state, now| {
-            state.order_messages(&order_id, now)
+        .serve(Counter::OrderMessages, &headers, |state, now, answer| {
+            state.order_messages(&order_id, now, answer)
         })
         .await
 }
@@ -337,8 +338,8 @@ async fn chat_messages(
     headers: HeaderMap,
 ) -> Response {
     shared
-        .serve(Counter::ChatMessages, &headers, |state, now| {
-            state.chat_messages(&order_id, now)
+        .serve(Counter::ChatMessages, &headers, |state, now, answer| {
+            state.chat_messages(&order_id, now, answer)
         })
         .await
 }
@@ -353,7 +354,7 @@ async fn send_message(
     // Validated before taking the lock; an unknown order still answers 404 first.
     let message = validate_message(&body);
     shared
-        .serve(Counter::SendMessage, &headers, |state, now| {
+        .serve(Counter::SendMessage, &headers, |state, now, _| {
             state.send_message(&order_id, message, now)
         })
         .await
@@ -366,7 +367,7 @@ async fn mark_read(
     headers: HeaderMap,
 ) -> Response {
     shared
-        .serve(Counter::MarkRead, &headers, |state, now| {
+        .serve(Counter::MarkRead, &headers, |state, now, _| {
             state.mark_read(&order_id, now)
         })
         .await

@@ -45,6 +45,9 @@ pub struct SimulatorConfig {
     pub faults: Faults,
     /// Makes ids, generated people and the message generator deterministic.
     pub seed: Option<u64>,
+    /// Records when each chat message is created and first served, and the gaps between an
+    /// order's answers, for [`SimulatorHandle::take_timings`] (the benchmark's view).
+    pub record_message_timings: bool,
 }
 
 impl Default for SimulatorConfig {
@@ -61,6 +64,7 @@ impl Default for SimulatorConfig {
             token_expires_in: 86_400,
             faults: Faults::default(),
             seed: None,
+            record_message_timings: false,
         }
     }
 }
@@ -78,6 +82,7 @@ impl fmt::Debug for SimulatorConfig {
             .field("token_expires_in", &self.token_expires_in)
             .field("faults", &self.faults)
             .field("seed", &self.seed)
+            .field("record_message_timings", &self.record_message_timings)
             .finish()
     }
 }
@@ -165,6 +170,24 @@ pub struct SimulatorStats {
     pub injected_503: u64,
     pub injected_malformed: u64,
     pub injected_delays: u64,
+}
+
+/// One chat message's way out: when it was created and when a whole `order_messages` or
+/// `chat_messages` answer first carried it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageTiming {
+    pub message_id: i64,
+    pub created: Instant,
+    pub first_served: Instant,
+}
+
+/// What the simulator recorded since the last [`SimulatorHandle::take_timings`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// Messages first served in that time, in serving order.
+    pub served: Vec<MessageTiming>,
+    /// For each whole answer about an order answered before: the time since the previous one.
+    pub poll_gaps: Vec<Duration>,
 }
 
 /// Built and bound, not yet serving.
@@ -257,6 +280,25 @@ impl SimulatorHandle {
         self.shared.lock().add_chat_message(order_id, body)
     }
 
+    /// Orders with made-up participants and no messages at all, under one lock: a first poll
+    /// finds nothing to announce. Existing orders are left as they are.
+    pub fn add_empty_orders<S: AsRef<str>>(&self, order_ids: &[S]) {
+        let mut state = self.shared.lock();
+        for order_id in order_ids {
+            state.add_empty_order(order_id.as_ref());
+        }
+    }
+
+    /// [`add_chat_message`](Self::add_chat_message) for each `(order_id, body)`, under one lock,
+    /// so they appear to clients at once.
+    pub fn add_chat_messages(&self, messages: &[(&str, &str)]) -> Vec<ChatMessage> {
+        let mut state = self.shared.lock();
+        messages
+            .iter()
+            .map(|(order_id, body)| state.add_chat_message(order_id, body))
+            .collect()
+    }
+
     /// An SMS notification to the customer.
     pub fn add_lifecycle_message(&self, order_id: &str, body: &str) -> LifecycleMessage {
         self.shared.lock().add_lifecycle_message(order_id, body)
@@ -298,5 +340,15 @@ impl SimulatorHandle {
 
     pub fn stats(&self) -> SimulatorStats {
         self.shared.counters.snapshot()
+    }
+
+    /// How many orders have had at least one whole `order_messages` or `chat_messages` answer.
+    pub fn orders_served(&self) -> usize {
+        self.shared.lock().orders_served()
+    }
+
+    /// Takes what was recorded since the last call; empty unless `record_message_timings`.
+    pub fn take_timings(&self) -> Timings {
+        self.shared.lock().take_timings()
     }
 }

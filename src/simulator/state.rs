@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::data::{self, SEED_ORDER, SMS_SENDER};
 use super::http::ApiError;
-use super::{Faults, OrderMessagesFailure};
+use super::{Faults, MessageTiming, OrderMessagesFailure, Timings};
 use crate::instacart::models::{
     ChatMessage, ChatMessagesMetadata, ChatMessagesResponse, ChatUser, LifecycleMessage,
     MarkReadResponse, OrderMessagesMetadata, OrderMessagesResponse, ParticipantType,
@@ -29,6 +29,13 @@ pub(super) enum Fault {
     RateLimited,
     Unavailable,
     Malformed,
+}
+
+/// Whether an answer reached the client whole; only a whole one counts as serving its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Answer {
+    Complete,
+    Cut,
 }
 
 /// Upstream ids are opaque and not consecutive: each sequence advances by a random step.
@@ -66,9 +73,48 @@ struct Order {
     failure: Option<OrderMessagesFailure>,
     order_messages_json: Option<Bytes>,
     chat_messages_json: Option<Bytes>,
+    /// Chat messages no whole answer has carried yet, with their creation time (only while
+    /// timings are recorded).
+    unserved: Vec<(i64, Instant)>,
+    last_served: Option<Instant>,
 }
 
 impl Order {
+    fn new(
+        internal_id: i64,
+        customer: ChatUser,
+        current_shopper: ChatUser,
+        shoppers: Vec<ChatUser>,
+        customer_phone: String,
+    ) -> Self {
+        Self {
+            internal_id,
+            customer,
+            current_shopper,
+            shoppers,
+            customer_phone,
+            chat_metadata: None,
+            chat: Vec::new(),
+            lifecycle: Vec::new(),
+            created: Instant::now(),
+            expired: false,
+            failure: None,
+            order_messages_json: None,
+            chat_messages_json: None,
+            unserved: Vec::new(),
+            last_served: None,
+        }
+    }
+
+    /// Serves `message` from now on; `track` notes its creation time for [`MessageTiming`].
+    fn push_chat(&mut self, message: ChatMessage, track: bool) {
+        if track {
+            self.unserved.push((message.id, Instant::now()));
+        }
+        self.chat.push(message);
+        self.changed();
+    }
+
     fn changed(&mut self) {
         self.order_messages_json = None;
         self.chat_messages_json = None;
@@ -79,6 +125,7 @@ impl Order {
         if !self.expired {
             self.expired = true;
             self.chat.clear();
+            self.unserved.clear();
             self.changed();
         }
     }
@@ -154,6 +201,10 @@ pub(super) struct State {
     prune_tokens_at: usize,
     faults: Faults,
     expire_after: Option<Duration>,
+    /// What the benchmark measures from the simulator's side, kept only when asked for.
+    timings: Option<Timings>,
+    /// Orders that have had at least one whole answer.
+    orders_served: usize,
 }
 
 const MIN_TOKEN_PRUNE: usize = 1024;
@@ -164,6 +215,7 @@ impl State {
         seed: Option<u64>,
         faults: Faults,
         expire_after: Option<Duration>,
+        record_timings: bool,
     ) -> Self {
         let (rng, request_rng) = match seed {
             Some(seed) => (
@@ -187,6 +239,8 @@ impl State {
             prune_tokens_at: MIN_TOKEN_PRUNE,
             faults,
             expire_after,
+            timings: record_timings.then(Timings::default),
+            orders_served: 0,
         };
         for key in orders {
             state.add_order(key);
@@ -204,6 +258,14 @@ impl State {
         self.order_mut(key);
     }
 
+    /// Adds an order with made-up participants and no messages yet, unless it exists.
+    pub(super) fn add_empty_order(&mut self, key: &str) {
+        if !self.orders.contains_key(key) {
+            let (order, _, _) = self.generated_people(key);
+            self.insert_order(key, order);
+        }
+    }
+
     fn order_mut(&mut self, key: &str) -> &mut Order {
         if !self.orders.contains_key(key) {
             let order = if key == SEED_ORDER {
@@ -211,13 +273,18 @@ impl State {
             } else {
                 self.generated_order(key)
             };
-            self.keys.push(key.to_owned());
-            self.orders.insert(key.to_owned(), order);
+            self.insert_order(key, order);
         }
         self.orders.get_mut(key).expect("inserted above")
     }
 
-    fn generated_order(&mut self, key: &str) -> Order {
+    fn insert_order(&mut self, key: &str, order: Order) {
+        self.keys.push(key.to_owned());
+        self.orders.insert(key.to_owned(), order);
+    }
+
+    /// An order with made-up people; returns their first names too.
+    fn generated_people(&mut self, key: &str) -> (Order, &'static str, &'static str) {
         let rng = &mut self.rng;
         let internal_id = match key.parse::<i64>() {
             Ok(id) if id > 0 => id,
@@ -228,21 +295,19 @@ impl State {
         let customer = data::customer(self.ids.user.next(rng), customer_name);
         let shopper = data::shopper(self.ids.user.next(rng), shopper_name);
         let customer_phone = format!("+1415555{:04}", rng.gen_range(0..10_000));
-        let mut order = Order {
+        let order = Order::new(
             internal_id,
             customer,
-            current_shopper: shopper.clone(),
-            shoppers: vec![shopper],
+            shopper.clone(),
+            vec![shopper],
             customer_phone,
-            chat_metadata: None,
-            chat: Vec::new(),
-            lifecycle: Vec::new(),
-            created: Instant::now(),
-            expired: false,
-            failure: None,
-            order_messages_json: None,
-            chat_messages_json: None,
-        };
+        );
+        (order, customer_name, shopper_name)
+    }
+
+    fn generated_order(&mut self, key: &str) -> Order {
+        let (mut order, customer_name, shopper_name) = self.generated_people(key);
+        let rng = &mut self.rng;
         let note = lifecycle_message(
             &mut self.ids,
             rng,
@@ -257,7 +322,8 @@ impl State {
             &order,
             data::greeting(customer_name, shopper_name),
         );
-        order.chat.push(hello);
+        let track = self.timings.is_some();
+        order.push_chat(hello, track);
         order
     }
 
@@ -268,8 +334,7 @@ impl State {
         let order = self.orders.get_mut(key).expect("added above");
         let message = shopper_message(&mut self.ids, &mut self.rng, order, body.to_owned());
         if !order.expired {
-            order.chat.push(message.clone());
-            order.changed();
+            order.push_chat(message.clone(), self.timings.is_some());
         }
         message
     }
@@ -362,17 +427,77 @@ impl State {
         Ok(order)
     }
 
-    pub(super) fn order_messages(&mut self, key: &str, now: Instant) -> Result<Bytes, ApiError> {
+    pub(super) fn order_messages(
+        &mut self,
+        key: &str,
+        now: Instant,
+        answer: Answer,
+    ) -> Result<Bytes, ApiError> {
         let order = self.requested(key, now)?;
-        match order.failure {
-            Some(OrderMessagesFailure::UserIdNotFound) => Err(ApiError::UserIdNotFound),
-            Some(OrderMessagesFailure::ShopperPii) => Err(ApiError::ShopperPii),
-            None => Ok(order.order_messages_json()),
+        let json = match order.failure {
+            Some(OrderMessagesFailure::UserIdNotFound) => return Err(ApiError::UserIdNotFound),
+            Some(OrderMessagesFailure::ShopperPii) => return Err(ApiError::ShopperPii),
+            None => order.order_messages_json(),
+        };
+        self.served(key, now, answer);
+        Ok(json)
+    }
+
+    pub(super) fn chat_messages(
+        &mut self,
+        key: &str,
+        now: Instant,
+        answer: Answer,
+    ) -> Result<Bytes, ApiError> {
+        let json = self.requested(key, now)?.chat_messages_json();
+        self.served(key, now, answer);
+        Ok(json)
+    }
+
+    /// Notes a whole answer about `key` given at `now`: the first one for the order, the gap
+    /// since the previous one, and the first serving of each message it carried.
+    fn served(&mut self, key: &str, now: Instant, answer: Answer) {
+        if answer == Answer::Cut {
+            return;
+        }
+        let Some(order) = self.orders.get_mut(key) else {
+            return;
+        };
+        let previous = order.last_served.replace(now);
+        if previous.is_none() {
+            self.orders_served += 1;
+        }
+        if let Some(timings) = &mut self.timings {
+            if let Some(previous) = previous {
+                timings
+                    .poll_gaps
+                    .push(now.saturating_duration_since(previous));
+            }
+            timings
+                .served
+                .extend(
+                    order
+                        .unserved
+                        .drain(..)
+                        .map(|(message_id, created)| MessageTiming {
+                            message_id,
+                            created,
+                            first_served: now,
+                        }),
+                );
         }
     }
 
-    pub(super) fn chat_messages(&mut self, key: &str, now: Instant) -> Result<Bytes, ApiError> {
-        Ok(self.requested(key, now)?.chat_messages_json())
+    pub(super) fn orders_served(&self) -> usize {
+        self.orders_served
+    }
+
+    /// Hands over the timings recorded since the last call (none unless recording).
+    pub(super) fn take_timings(&mut self) -> Timings {
+        self.timings
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Sends the customer's (already validated) message to the current shopper.
@@ -394,8 +519,7 @@ impl State {
             created_at: message.created_at,
             timezone: "UTC".to_owned(),
         });
-        order.chat.push(message);
-        order.changed();
+        order.push_chat(message, self.timings.is_some());
         Ok(answer)
     }
 
@@ -477,6 +601,8 @@ fn seed_order() -> Order {
         failure: None,
         order_messages_json: None,
         chat_messages_json: None,
+        unserved: Vec::new(),
+        last_served: None,
     }
 }
 

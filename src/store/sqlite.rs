@@ -356,17 +356,79 @@ async fn load_subscribers(
 }
 
 /// Id and filter of every active subscriber: all the fan-out needs.
-async fn active_filters(
-    conn: &mut SqliteConnection,
-) -> StoreResult<Vec<(String, SubscriberFilter)>> {
-    let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT id, event_types, order_ids FROM subscribers WHERE status = 'active'",
+/// An active subscriber as the fan-out sees it.
+struct FanOutTarget {
+    id: String,
+    filter: SubscriberFilter,
+    /// An e-mail digest's window, in milliseconds.
+    digest_ms: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct FanOutRow {
+    id: String,
+    event_types: Option<String>,
+    order_ids: Option<String>,
+    digest_seconds: Option<i64>,
+}
+
+async fn active_filters(conn: &mut SqliteConnection) -> StoreResult<Vec<FanOutTarget>> {
+    let rows: Vec<FanOutRow> = sqlx::query_as(
+        "SELECT id, event_types, order_ids, \
+             CASE WHEN config ->> '$.kind' = 'email' THEN config ->> '$.digest_seconds' END \
+                 AS digest_seconds \
+         FROM subscribers WHERE status = 'active'",
     )
     .fetch_all(conn)
     .await?;
     rows.into_iter()
-        .map(|(id, types, orders)| Ok((id, decode_filter(types.as_deref(), orders.as_deref())?)))
+        .map(|row| {
+            Ok(FanOutTarget {
+                id: row.id,
+                filter: decode_filter(row.event_types.as_deref(), row.order_ids.as_deref())?,
+                digest_ms: row.digest_seconds.map(|s| s.saturating_mul(1000)),
+            })
+        })
         .collect()
+}
+
+/// When a digest subscriber's new delivery of an event of `order_id` detected at `created` falls
+/// due: with the subscriber's pending delivery of that order already due within the window (so
+/// the events go out together), else at the window's end. `chosen` remembers this commit's
+/// choices, whose rows are not written yet.
+async fn digest_due_at(
+    conn: &mut SqliteConnection,
+    chosen: &mut HashMap<(String, String), i64>,
+    subscriber_id: &str,
+    order_id: &str,
+    created: i64,
+    window_ms: i64,
+) -> StoreResult<i64> {
+    let window_end = created.saturating_add(window_ms);
+    let key = (subscriber_id.to_owned(), order_id.to_owned());
+    let existing = match chosen.get(&key) {
+        Some(due) => Some(*due),
+        // Through the order's few events rather than the subscriber's many deliveries.
+        None => {
+            sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT MIN(d.next_attempt_at) FROM events e \
+                 JOIN deliveries d ON d.event_id = e.id \
+                 WHERE e.order_id = ?1 AND d.subscriber_id = ?2 AND d.status = 'pending' \
+                     AND d.next_attempt_at > ?3 AND d.next_attempt_at <= ?4",
+            )
+            .bind(order_id)
+            .bind(subscriber_id)
+            .bind(created)
+            .bind(window_end)
+            .fetch_one(&mut *conn)
+            .await?
+        }
+    };
+    let due = existing
+        .filter(|due| (created + 1..=window_end).contains(due))
+        .unwrap_or(window_end);
+    chosen.insert(key, due);
+    Ok(due)
 }
 
 async fn load_subscriber(
@@ -678,17 +740,35 @@ impl Store for SqliteStore {
         // commit's deliveries go in with one statement.
         if !new_events.is_empty() {
             let subscribers = active_filters(&mut tx).await?;
+            let mut digests = HashMap::new();
             let mut rows = Vec::new();
             for event in new_events {
-                for (subscriber_id, filter) in &subscribers {
-                    if filter.matches(event.event_type, &event.order_id) {
-                        rows.push((
-                            DeliveryId::generate(),
-                            event.id.as_str(),
-                            subscriber_id.as_str(),
-                            ms(event.created_at),
-                        ));
+                let created = ms(event.created_at);
+                for target in &subscribers {
+                    if !target.filter.matches(event.event_type, &event.order_id) {
+                        continue;
                     }
+                    let due = match target.digest_ms {
+                        None => created,
+                        Some(window_ms) => {
+                            digest_due_at(
+                                &mut tx,
+                                &mut digests,
+                                &target.id,
+                                event.order_id.as_str(),
+                                created,
+                                window_ms,
+                            )
+                            .await?
+                        }
+                    };
+                    rows.push((
+                        DeliveryId::generate(),
+                        event.id.as_str(),
+                        target.id.as_str(),
+                        due,
+                        created,
+                    ));
                 }
             }
             if !rows.is_empty() {
@@ -696,7 +776,7 @@ impl Store for SqliteStore {
                     "INSERT INTO deliveries (id, event_id, subscriber_id, status, \
                          next_attempt_at, created_at, updated_at) \
                      SELECT value ->> 0, value ->> 1, value ->> 2, 'pending', \
-                         value ->> 3, value ->> 3, value ->> 3 \
+                         value ->> 3, value ->> 4, value ->> 4 \
                      FROM json_each(?1)",
                 )
                 .bind(to_json(&rows))

@@ -118,7 +118,7 @@ async fn unknown_kinds_missing_urls_and_empty_filters_are_refused() {
         (
             json!({"kind": "carrier_pigeon", "url": "https://a.example"}),
             "kind",
-            "`kind` must be one of webhook, slack",
+            "`kind` must be one of webhook, slack, email",
         ),
         (
             json!({"kind": "webhook"}),
@@ -351,4 +351,217 @@ async fn rotating_returns_a_new_secret_and_the_old_one_signs_through_the_grace()
         .map(|s| s.expose().to_owned())
         .collect();
     assert_eq!(signing, [new_secret, old_secret]);
+}
+
+/// An app whose e-mail is configured (nothing connects to the SMTP server in these tests).
+async fn spawn_app_with_email() -> crate::helpers::TestApp {
+    spawn_app_with(|s| {
+        s.email.smtp_url = Some("smtp://127.0.0.1:2525".parse().unwrap());
+        s.email.from = Some("Store 42 <chat@store.example>".to_owned());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_email_subscriber_has_recipients_and_no_signing_secret() {
+    let app = spawn_app_with_email().await;
+    let created = app
+        .create_subscriber(json!({
+            "kind": "email",
+            "to": ["staff@store.example", "ops@store.example", "STAFF@store.example"],
+            "digest_seconds": 300,
+            "event_types": ["chat_message.created"],
+        }))
+        .await;
+    assert_eq!(created["kind"], "email");
+    assert_eq!(
+        created["to"],
+        json!(["staff@store.example", "ops@store.example"]),
+        "repeats dropped"
+    );
+    assert_eq!(created["digest_seconds"], 300);
+    assert!(created.get("secret").is_none(), "{created}");
+    assert!(created.get("signing_secrets").is_none(), "{created}");
+    assert!(created.get("url").is_none(), "{created}");
+
+    let id = created["id"].as_str().unwrap();
+    let fetched = json_body(
+        app.get(&format!("/v1/subscribers/{id}")).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(fetched, created);
+
+    let response = app
+        .post(&format!("/v1/subscribers/{id}/secret/rotate"), &json!({}))
+        .await;
+    let error = single_error(response, StatusCode::CONFLICT, "conflict").await;
+    assert_eq!(
+        error.message,
+        "only webhook subscribers have signing secrets"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_email_address_is_a_422_naming_it() {
+    let app = spawn_app_with_email().await;
+    let response = app
+        .post(
+            "/v1/subscribers",
+            &json!({
+                "kind": "email",
+                "to": ["staff@store.example", "staff at store", "Ops <ops@store.example>"],
+                "digest_seconds": 0,
+                "url": "https://hooks.example.com/a",
+            }),
+        )
+        .await;
+    let found = field_errors(&errors(response, StatusCode::UNPROCESSABLE_ENTITY).await);
+    assert_eq!(
+        found,
+        [
+            (
+                "url".to_owned(),
+                "`url` applies to webhook subscribers only".to_owned()
+            ),
+            (
+                "to[1]".to_owned(),
+                "`to[1]` must be an e-mail address like staff@store.example, \
+                 not \"staff at store\""
+                    .to_owned()
+            ),
+            (
+                "to[2]".to_owned(),
+                "`to[2]` must be an e-mail address like staff@store.example, \
+                 not \"Ops <ops@store.example>\""
+                    .to_owned()
+            ),
+            (
+                "digest_seconds".to_owned(),
+                "`digest_seconds` must be between 1 and 86400 (or left out, or null)".to_owned()
+            ),
+        ]
+    );
+
+    for (body, field, message) in [
+        (
+            json!({"kind": "email"}),
+            "to",
+            "`to` is required for email subscribers",
+        ),
+        (
+            json!({"kind": "email", "to": []}),
+            "to",
+            "`to` must list at least one address",
+        ),
+        (
+            json!({"kind": "webhook", "url": "https://a.example", "to": ["a@store.example"]}),
+            "to",
+            "`to` applies to email subscribers only",
+        ),
+    ] {
+        let found = errors(
+            app.post("/v1/subscribers", &body).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(
+            field_errors(&found),
+            [(field.to_owned(), message.to_owned())],
+            "{body}"
+        );
+    }
+    let listed = json_body(app.get("/v1/subscribers").await, StatusCode::OK).await;
+    assert_eq!(listed["data"], json!([]));
+}
+
+#[tokio::test]
+async fn email_subscribers_are_refused_while_email_is_not_configured() {
+    let app = spawn_app().await;
+    let response = app
+        .post(
+            "/v1/subscribers",
+            &json!({"kind": "email", "to": ["staff@store.example"]}),
+        )
+        .await;
+    let found = field_errors(&errors(response, StatusCode::UNPROCESSABLE_ENTITY).await);
+    assert_eq!(
+        found,
+        [(
+            "kind".to_owned(),
+            "`kind` email needs e-mail set up on this server (email.smtp_url)".to_owned()
+        )]
+    );
+}
+
+#[tokio::test]
+async fn patching_an_email_subscriber_changes_only_its_own_fields() {
+    let app = spawn_app_with_email().await;
+    let created = app
+        .create_subscriber(json!({
+            "kind": "email",
+            "to": ["staff@store.example"],
+            "digest_seconds": 60,
+        }))
+        .await;
+    let path = format!("/v1/subscribers/{}", created["id"].as_str().unwrap());
+
+    let response = app
+        .patch(
+            &path,
+            &json!({"to": ["ops@store.example", "night@store.example"]}),
+        )
+        .await;
+    let updated = json_body(response, StatusCode::OK).await;
+    assert_eq!(
+        updated["to"],
+        json!(["ops@store.example", "night@store.example"])
+    );
+    assert_eq!(updated["digest_seconds"], 60, "absent fields stay");
+
+    let response = app.patch(&path, &json!({"digest_seconds": null})).await;
+    let updated = json_body(response, StatusCode::OK).await;
+    assert_eq!(updated["digest_seconds"], json!(null));
+    assert_eq!(
+        updated["to"],
+        json!(["ops@store.example", "night@store.example"])
+    );
+
+    let response = app
+        .patch(
+            &path,
+            &json!({"to": ["fine@store.example", "nope"], "url": "https://a.example"}),
+        )
+        .await;
+    let fields: Vec<_> = field_errors(&errors(response, StatusCode::UNPROCESSABLE_ENTITY).await)
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect();
+    assert_eq!(fields, ["url"], "a field of another kind is refused first");
+    let response = app
+        .patch(&path, &json!({"to": ["fine@store.example", "nope"]}))
+        .await;
+    let found = field_errors(&errors(response, StatusCode::UNPROCESSABLE_ENTITY).await);
+    assert_eq!(found[0].0, "to[1]");
+    let fetched = json_body(app.get(&path).await, StatusCode::OK).await;
+    assert_eq!(
+        fetched["to"],
+        json!(["ops@store.example", "night@store.example"])
+    );
+
+    let webhook = app.create_webhook().await;
+    let response = app
+        .patch(
+            &format!("/v1/subscribers/{}", webhook["id"].as_str().unwrap()),
+            &json!({"digest_seconds": 60}),
+        )
+        .await;
+    let found = field_errors(&errors(response, StatusCode::UNPROCESSABLE_ENTITY).await);
+    assert_eq!(
+        found,
+        [(
+            "digest_seconds".to_owned(),
+            "`digest_seconds` applies to email subscribers only".to_owned()
+        )]
+    );
 }
