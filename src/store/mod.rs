@@ -581,6 +581,17 @@ pub trait Store: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
 
+    // --- Slack events acted on (Slack retries what it thinks went unacknowledged)
+    /// Records the Slack event `event_id` as handled at `at`; `false` when it was recorded
+    /// before (a retry, not to be acted on again). Records from before `forget_before` are
+    /// dropped on the way.
+    async fn record_slack_event(
+        &self,
+        event_id: &str,
+        at: DateTime<Utc>,
+        forget_before: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
     // --- conversation threads (an e-mail Message-ID, a Slack message ts)
     /// The thread one subscriber's messages about one order go into, if one was started.
     async fn thread_ref(

@@ -1458,4 +1458,29 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(())
     }
+
+    #[tracing::instrument(skip_all, fields(event_id = %event_id))]
+    async fn record_slack_event(
+        &self,
+        event_id: &str,
+        at: DateTime<Utc>,
+        forget_before: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("DELETE FROM slack_events WHERE received_at < ?1")
+            .bind(ms(forget_before))
+            .execute(&mut *tx)
+            .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO slack_events (event_id, received_at) VALUES (?1, ?2) \
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(event_id)
+        .bind(ms(at))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(inserted == 1)
+    }
 }
