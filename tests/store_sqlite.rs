@@ -222,7 +222,7 @@ async fn readings_in_a_batch_touch_only_their_own_order() {
         .unwrap();
     for order in [&a, &b] {
         store
-            .record_read_request(order, &[requester.id.clone()], t(2))
+            .record_read_request(order, std::slice::from_ref(&requester.id), t(2))
             .await
             .unwrap();
     }

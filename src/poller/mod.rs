@@ -24,6 +24,10 @@ use crate::telemetry::error_chain;
 
 /// The longest the loop sleeps without checking for due orders, in case a wake-up is missed.
 const MAX_IDLE: Duration = Duration::from_secs(1);
+/// After a round that did not fill up, the loop waits at least this long (unless an order is
+/// added), so orders falling due one after another are polled and committed a few at a time
+/// rather than each in a round of its own.
+const MIN_ROUND_GAP: Duration = Duration::from_millis(10);
 /// Results are committed in groups of at most this many...
 const FLUSH_MAX: usize = 256;
 /// ...gathered for at most this long after the group's first result arrived, so one slow
@@ -125,7 +129,7 @@ impl Poller {
                 Ok(Some(due)) => (due - Utc::now())
                     .to_std()
                     .unwrap_or_default()
-                    .min(MAX_IDLE),
+                    .clamp(MIN_ROUND_GAP, MAX_IDLE),
                 Ok(None) | Err(_) => MAX_IDLE,
             };
             tokio::select! {
@@ -137,8 +141,10 @@ impl Poller {
         tracing::info!("poller stopped");
     }
 
+    /// Enough orders per round for two full groups, so a round's fetches go on while a group
+    /// commits instead of the next round waiting for the last commit.
     fn batch_size(&self) -> u32 {
-        u32::try_from(self.settings.concurrency * 8).unwrap_or(u32::MAX)
+        u32::try_from((self.settings.concurrency * 8).max(2 * FLUSH_MAX)).unwrap_or(u32::MAX)
     }
 
     /// Commits the results in groups: whatever arrives within [`FLUSH_WINDOW`] of a group's
