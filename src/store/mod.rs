@@ -501,6 +501,7 @@ pub trait Store: Send + Sync + 'static {
     /// The seen state of each of `order_ids`, in one read; an order with nothing seen yet maps
     /// to an empty state.
     async fn seen_states(&self, order_ids: &[OrderId]) -> StoreResult<HashMap<OrderId, SeenState>>;
+    /// [`Store::seen_states`] for one order.
     async fn seen_state(&self, order_id: &OrderId) -> StoreResult<SeenState> {
         Ok(self
             .seen_states(std::slice::from_ref(order_id))
