@@ -228,6 +228,10 @@ pub struct SlackSettings {
     /// Messages per second per Slack subscriber (Slack allows about one per channel).
     #[serde(default = "default_slack_rate")]
     pub messages_per_second: f64,
+    /// The Slack app's signing secret: with it, `/slack/events` and `/slack/interactions` take
+    /// thread replies and button clicks (each request verified with it); without, they are off.
+    #[serde(default)]
+    pub signing_secret: Option<SecretString>,
 }
 
 impl SlackSettings {
@@ -242,6 +246,16 @@ impl SlackSettings {
             return Err(ConfigError::invalid(
                 "slack.messages_per_second",
                 "must be a number greater than 0",
+            ));
+        }
+        if self
+            .signing_secret
+            .as_ref()
+            .is_some_and(|s| s.expose_secret().trim().is_empty())
+        {
+            return Err(ConfigError::invalid(
+                "slack.signing_secret",
+                "must not be empty (leave it out to turn the Slack endpoints off)",
             ));
         }
         Ok(())

@@ -72,7 +72,7 @@ impl Application {
         let bind_error = |source| StartupError::Bind { addr, source };
         let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
         let port = listener.local_addr().map_err(bind_error)?.port();
-        let state = AppState::new(store, Arc::new(settings), instacart);
+        let state = AppState::new(store, Arc::new(settings), instacart, channels.slack_api());
         let router = admin::router(state.clone());
         let poller = Arc::new(Poller::new(
             state.store.clone(),

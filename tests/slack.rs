@@ -34,12 +34,14 @@ const MAX_SECTION_CHARS: usize = 3000;
 // ---------------------------------------------------------------- the bridge side
 
 /// The app with its Slack Web API pointed at `slack`, sending at most `per_second` messages a
-/// second to each Slack subscriber.
+/// second to each Slack subscriber. Its Slack app takes button clicks, so messages are posted
+/// exactly as the templates render them.
 async fn bridge(slack: &MockServer, per_second: f64) -> TestApp {
     let api = format!("{}/api/", slack.uri());
     spawn_app_with(|settings| {
         settings.slack.api_base_url = api.parse().unwrap();
         settings.slack.messages_per_second = per_second;
+        settings.slack.signing_secret = Some("test-slack-signing-secret".to_owned().into());
     })
     .await
 }

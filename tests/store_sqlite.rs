@@ -149,6 +149,163 @@ async fn committing_the_same_poll_twice_creates_events_and_deliveries_once() {
     assert_eq!(stored.next_poll_at, Some(t(6)));
 }
 
+/// `(events_inserted, deliveries_created)` of each commit.
+fn counted(summaries: &[store::CommitSummary]) -> Vec<(u64, u64)> {
+    summaries
+        .iter()
+        .map(|s| (s.events_inserted, s.deliveries_created))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batch_of_polls_is_summarised_per_order_and_committed_once() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    let a = watched(&*store, "1001").await;
+    let b = watched(&*store, "1002").await;
+    let quiet = watched(&*store, "1003").await;
+    subscriber(&*store, SubscriberFilter::default()).await;
+    let only_b = subscriber(
+        &*store,
+        SubscriberFilter {
+            order_ids: Some(vec![b.clone()]),
+            ..SubscriberFilter::default()
+        },
+    )
+    .await;
+    let nothing_new = PollCommit {
+        new_chat: vec![],
+        new_lifecycle: vec![],
+        events: vec![],
+        ..poll(&quiet, 0, 0, t(1))
+    };
+    let batch = [poll(&a, 11, 21, t(1)), poll(&b, 12, 22, t(1)), nothing_new];
+
+    let first = store.commit_polls(&batch).await.unwrap();
+    let again = store.commit_polls(&batch).await.unwrap();
+
+    assert_eq!(counted(&first), [(2, 2), (2, 4), (0, 0)]);
+    assert_eq!(counted(&again), [(0, 0); 3]);
+    assert_eq!(deliveries_of(&*store, &only_b).await.len(), 2);
+    for order in [&a, &b, &quiet] {
+        let (stored, _) = store.get_order(order).await.unwrap().unwrap();
+        assert_eq!(
+            (stored.last_polled_at, stored.next_poll_at),
+            (Some(t(1)), Some(t(6))),
+            "{order}"
+        );
+    }
+    let unknown = order_id("1004");
+    let seen = store
+        .seen_states(&[a.clone(), b.clone(), unknown.clone()])
+        .await
+        .unwrap();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[&a].chat.get(&11), Some(&false));
+    assert_eq!(seen[&a].lifecycle.iter().collect::<Vec<_>>(), [&21]);
+    assert_eq!(seen[&b].chat.keys().collect::<Vec<_>>(), [&12]);
+    assert_eq!(seen[&unknown], store::SeenState::default());
+    assert!(store.seen_states(&[]).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn readings_in_a_batch_touch_only_their_own_order() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    let a = watched(&*store, "1001").await;
+    let b = watched(&*store, "1002").await;
+    let requester = subscriber(&*store, SubscriberFilter::default()).await;
+    // Both orders saw a chat message 11, unread; the bridge had both marked read.
+    store
+        .commit_polls(&[poll(&a, 11, 21, t(1)), poll(&b, 11, 21, t(1))])
+        .await
+        .unwrap();
+    for order in [&a, &b] {
+        store
+            .record_read_request(order, std::slice::from_ref(&requester.id), t(2))
+            .await
+            .unwrap();
+    }
+
+    let read_a = PollCommit {
+        new_chat: vec![],
+        newly_read: vec![11],
+        new_lifecycle: vec![],
+        events: vec![],
+        ..poll(&a, 0, 0, t(3))
+    };
+    let quiet_b = PollCommit {
+        order_id: b.clone(),
+        newly_read: vec![],
+        ..read_a.clone()
+    };
+    store.commit_polls(&[read_a, quiet_b]).await.unwrap();
+
+    let seen = store.seen_states(&[a.clone(), b.clone()]).await.unwrap();
+    assert_eq!(seen[&a].chat.get(&11), Some(&true));
+    assert!(seen[&a].read_requested.is_empty());
+    assert_eq!(seen[&b].chat.get(&11), Some(&false));
+    assert_eq!(
+        seen[&b].read_requested.get(&11),
+        Some(&vec![requester.id.clone()])
+    );
+}
+
+#[tokio::test]
+async fn an_event_twice_in_a_batch_counts_for_the_first_commit_and_the_last_progress_stands() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    let order = watched(&*store, "1001").await;
+    subscriber(&*store, SubscriberFilter::default()).await;
+    let later = PollCommit {
+        progress: PollProgress {
+            last_error: Some("503 from upstream".to_owned()),
+            consecutive_failures: 1,
+            ..progress(t(2))
+        },
+        ..poll(&order, 11, 21, t(2))
+    };
+
+    let summaries = store
+        .commit_polls(&[poll(&order, 11, 21, t(1)), later])
+        .await
+        .unwrap();
+
+    assert_eq!(counted(&summaries), [(2, 2), (0, 0)]);
+    let (stored, counts) = store.get_order(&order).await.unwrap().unwrap();
+    assert_eq!(counts.events, 2);
+    assert_eq!(stored.next_poll_at, Some(t(7)));
+    assert_eq!(stored.consecutive_failures, 1);
+}
+
+#[tokio::test]
+async fn a_stopped_order_in_a_batch_keeps_its_state_while_the_others_progress() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    let watching = watched(&*store, "1001").await;
+    let stopped = watched(&*store, "1002").await;
+    subscriber(&*store, SubscriberFilter::default()).await;
+    assert!(store.stop_order(&stopped).await.unwrap());
+
+    let summaries = store
+        .commit_polls(&[poll(&watching, 11, 21, t(1)), poll(&stopped, 12, 22, t(1))])
+        .await
+        .unwrap();
+
+    assert_eq!(counted(&summaries), [(2, 2), (2, 2)], "the events are kept");
+    let (stored, _) = store.get_order(&stopped).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.state, stored.next_poll_at, stored.last_polled_at),
+        (OrderState::Stopped, None, None)
+    );
+    let (polled, _) = store.get_order(&watching).await.unwrap().unwrap();
+    assert_eq!(
+        (polled.state, polled.next_poll_at),
+        (OrderState::Watching, Some(t(6)))
+    );
+    assert_eq!(store.due_orders(t(100), 10).await.unwrap(), vec![polled]);
+}
+
 #[tokio::test]
 async fn seen_state_remembers_items_and_read_flags() {
     let dir = TempDir::new().unwrap();

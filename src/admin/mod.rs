@@ -1,5 +1,6 @@
 //! The admin HTTP API: JSON over HTTP, one module per resource, all of it through the store.
-//! `/v1` routes need the admin bearer token; `/healthz` and `/openapi.json` are open.
+//! `/v1` routes need the admin bearer token; `/healthz` and `/openapi.json` are open. Slack's
+//! callbacks (`/slack/...`, see [`slack`]) are verified by Slack's signature instead.
 
 pub mod auth;
 pub mod deliveries;
@@ -9,6 +10,7 @@ pub mod health;
 pub mod messages;
 pub mod openapi;
 pub mod orders;
+pub mod slack;
 pub mod subscribers;
 
 use axum::extract::Request;
@@ -24,6 +26,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::channels::slack::SlackApi;
 use crate::config::Settings;
 use crate::instacart::InstacartClient;
 use crate::store::Store;
@@ -36,6 +39,9 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// The one Connect client of the process (the poller's too): its pool and token cache.
     pub instacart: InstacartClient,
+    /// Slack's Web API and response URLs (the Slack channel's pooled client), for answering
+    /// people in Slack.
+    pub slack: SlackApi,
     /// Notified when an order starts being watched, so the poller polls it right away.
     pub poller_wake: Arc<Notify>,
     /// Notified when a delivery is queued by hand, so the dispatcher sends it right away.
@@ -43,18 +49,25 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, settings: Arc<Settings>, instacart: InstacartClient) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        settings: Arc<Settings>,
+        instacart: InstacartClient,
+        slack: SlackApi,
+    ) -> Self {
         Self {
             store,
             settings,
             instacart,
+            slack,
             poller_wake: Arc::new(Notify::new()),
             dispatcher_wake: Arc::new(Notify::new()),
         }
     }
 }
 
-/// The whole HTTP surface, ready to serve: `/healthz`, `/openapi.json` and `/v1/...`.
+/// The whole HTTP surface, ready to serve: `/healthz`, `/openapi.json`, `/v1/...`, and
+/// `/slack/...` when a Slack signing secret is configured.
 pub fn router(state: AppState) -> Router {
     let v1 = OpenApiRouter::new()
         .merge(orders::router())
@@ -70,6 +83,11 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(openapi::openapi_json))
         .nest("/v1", v1)
         .split_for_parts();
+    // Slack's callbacks are for Slack alone, not part of the documented API.
+    let router = match state.settings.slack.signing_secret {
+        Some(_) => router.merge(slack::router()),
+        None => router,
+    };
     router
         // After every route is in: it applies to the routes present.
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

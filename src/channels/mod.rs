@@ -94,6 +94,11 @@ impl Channels {
         })
     }
 
+    /// Slack's Web API and response URLs, through the deliveries' pooled client.
+    pub fn slack_api(&self) -> slack::SlackApi {
+        self.slack.api().clone()
+    }
+
     /// The least time between two sends to one subscriber on `channel`, where the channel
     /// limits the rate (the dispatcher holds back what comes sooner).
     pub fn send_interval(&self, channel: &Channel) -> Option<Duration> {

@@ -27,8 +27,7 @@ pub fn after_success(
             OrderState::Watching
         },
         fallback,
-        next_poll_at: (!expired)
-            .then(|| after(now, jittered(settings.interval, settings.jitter, spread))),
+        next_poll_at: (!expired).then(|| next_regular(settings, order, now, spread)),
         last_error: None,
         consecutive_failures: 0,
         not_found_count: 0,
@@ -56,8 +55,7 @@ pub fn after_failure(
                     OrderState::Watching
                 },
                 fallback,
-                next_poll_at: (!given_up)
-                    .then(|| after(now, jittered(settings.interval, settings.jitter, spread))),
+                next_poll_at: (!given_up).then(|| next_regular(settings, order, now, spread)),
                 last_error: Some(format!(
                     "{error} (confirmation {confirmations} of {})",
                     settings.not_found_confirmations
@@ -68,6 +66,7 @@ pub fn after_failure(
         }
         _ => {
             let failures = order.consecutive_failures.saturating_add(1);
+            // A back-off (and a Retry-After) counts from the failure, not from the schedule.
             // A permanent error (401, 403, an undocumented 4xx) will not pass by itself soon:
             // ask again only as often as the back-off ceiling allows.
             let backoff = if error.is_retryable() {
@@ -92,6 +91,23 @@ pub fn after_failure(
         }
     };
     limit_watch(settings, order, progress)
+}
+
+/// The next regular poll: one jittered interval after the poll just made was due, so the wait
+/// for a turn and the poll itself do not stretch the interval; one interval from `now` when that
+/// has passed already (the bridge fell behind), so a late bridge does not catch up in a burst.
+fn next_regular(
+    settings: &PollerSettings,
+    order: &Order,
+    now: DateTime<Utc>,
+    spread: f64,
+) -> DateTime<Utc> {
+    let interval = jittered(settings.interval, settings.jitter, spread);
+    order
+        .next_poll_at
+        .map(|due| after(due, interval))
+        .filter(|next| *next > now)
+        .unwrap_or_else(|| after(now, interval))
 }
 
 /// Stops an order still watched `poller.max_watch` after its watch started: orders polled through
@@ -166,6 +182,41 @@ mod tests {
         assert_eq!(wait(&low), TimeDelta::milliseconds(4500));
         assert_eq!(wait(&high), TimeDelta::milliseconds(5500));
         assert_eq!(low.state, OrderState::Watching);
+    }
+
+    #[test]
+    fn the_next_poll_counts_from_when_the_last_was_due_not_when_it_finished() {
+        let s = settings();
+        let mut late = order(0, 0);
+        late.next_poll_at = Some(now() - TimeDelta::milliseconds(300));
+        let p = after_success(&s, &late, None, false, now(), 0.0);
+        assert_eq!(wait(&p), TimeDelta::milliseconds(4700));
+        let high = after_success(&s, &late, None, false, now(), 1.0);
+        assert_eq!(wait(&high), TimeDelta::milliseconds(5200));
+        let confirming = after_failure(&s, &late, None, &InstacartError::NotFound, now(), 0.0);
+        assert_eq!(wait(&confirming), TimeDelta::milliseconds(4700));
+    }
+
+    #[test]
+    fn a_bridge_fallen_behind_polls_again_an_interval_from_now_without_catching_up() {
+        let s = settings();
+        let mut behind = order(0, 0);
+        behind.next_poll_at = Some(now() - TimeDelta::seconds(8));
+        let p = after_success(&s, &behind, None, false, now(), 0.0);
+        assert_eq!(wait(&p), TimeDelta::seconds(5));
+        // Exactly one interval late is late too: due now would poll again at once.
+        behind.next_poll_at = Some(now() - TimeDelta::seconds(5));
+        let p = after_success(&s, &behind, None, false, now(), 0.0);
+        assert_eq!(wait(&p), TimeDelta::seconds(5));
+    }
+
+    #[test]
+    fn a_back_off_counts_from_the_failure_however_late_the_poll_was() {
+        let mut late = order(0, 0);
+        late.next_poll_at = Some(now() - TimeDelta::seconds(3));
+        let err = InstacartError::Server { status: 503 };
+        let p = after_failure(&settings(), &late, None, &err, now(), 0.0);
+        assert_eq!(wait(&p), TimeDelta::seconds(10));
     }
 
     #[test]

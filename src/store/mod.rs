@@ -498,11 +498,32 @@ pub trait Store: Send + Sync + 'static {
     async fn next_poll_due(&self) -> StoreResult<Option<DateTime<Utc>>>;
 
     // --- diff memory and the outbox
-    async fn seen_state(&self, order_id: &OrderId) -> StoreResult<SeenState>;
-    /// Applies one poll's result atomically (see [`PollCommit`]). Events already stored (same
-    /// id) are skipped, and so are their deliveries. The order's progress is only written while
-    /// it is still watched, so a concurrent stop wins.
-    async fn commit_poll(&self, commit: &PollCommit) -> StoreResult<CommitSummary>;
+    /// The seen state of each of `order_ids`, in one read; an order with nothing seen yet maps
+    /// to an empty state.
+    async fn seen_states(&self, order_ids: &[OrderId]) -> StoreResult<HashMap<OrderId, SeenState>>;
+    /// [`Store::seen_states`] for one order.
+    async fn seen_state(&self, order_id: &OrderId) -> StoreResult<SeenState> {
+        Ok(self
+            .seen_states(std::slice::from_ref(order_id))
+            .await?
+            .remove(order_id)
+            .unwrap_or_default())
+    }
+    /// Applies many polls' results in one transaction (see [`PollCommit`]), returning one
+    /// summary per commit, in order. Events already stored (same id) are skipped, and so are
+    /// their deliveries; an event in two commits of the batch counts for the first. An order's
+    /// progress is only written while it is still watched, so a concurrent stop wins; of two
+    /// commits of the same order, the later one's progress is written.
+    async fn commit_polls(&self, commits: &[PollCommit]) -> StoreResult<Vec<CommitSummary>>;
+    /// [`Store::commit_polls`] for one poll.
+    async fn commit_poll(&self, commit: &PollCommit) -> StoreResult<CommitSummary> {
+        // One summary per commit: the batch of one yields exactly one.
+        Ok(self
+            .commit_polls(std::slice::from_ref(commit))
+            .await?
+            .pop()
+            .unwrap_or_default())
+    }
 
     // --- subscribers
     async fn create_subscriber(&self, new: NewSubscriber) -> StoreResult<Subscriber>;
@@ -580,6 +601,17 @@ pub trait Store: Send + Sync + 'static {
         subscribers: &[SubscriberId],
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
+
+    // --- Slack events acted on (Slack retries what it thinks went unacknowledged)
+    /// Records the Slack event `event_id` as handled at `at`; `false` when it was recorded
+    /// before (a retry, not to be acted on again). Records from before `forget_before` are
+    /// dropped on the way.
+    async fn record_slack_event(
+        &self,
+        event_id: &str,
+        at: DateTime<Utc>,
+        forget_before: DateTime<Utc>,
+    ) -> StoreResult<bool>;
 
     // --- conversation threads (an e-mail Message-ID, a Slack message ts)
     /// The thread one subscriber's messages about one order go into, if one was started.

@@ -12,16 +12,17 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, Transaction};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
     Attempt, AttemptRecord, AttemptResolution, Channel, ClaimToken, ClaimedDelivery, CommitSummary,
-    Delivery, DeliveryFilter, DeliveryStatus, FallbackReason, MarkReadPolicy, NewSubscriber, Order,
-    OrderCounts, OrderState, PollCommit, RetryOutcome, SeenState, Store, StoreError, StoreResult,
-    StoredSecret, Subscriber, SubscriberFilter, SubscriberPatch, SubscriberStatus,
+    Delivery, DeliveryFilter, DeliveryStatus, FallbackReason, MarkReadPolicy, NewEvent,
+    NewSubscriber, Order, OrderCounts, OrderState, PollCommit, RetryOutcome, SeenState, Store,
+    StoreError, StoreResult, StoredSecret, Subscriber, SubscriberFilter, SubscriberPatch,
+    SubscriberStatus,
 };
 use crate::domain::{
     DeliveryId, EventId, EventType, OrderId, SigningSecret, SubscriberId, UserId, ValidationError,
@@ -438,6 +439,65 @@ async fn digest_due_at(
     Ok(due)
 }
 
+/// One pending delivery per matching active subscriber of each new event (with the index of the
+/// commit it came from), all in one statement; counts them into that commit's summary.
+async fn fan_out(
+    conn: &mut SqliteConnection,
+    new_events: &[(usize, &NewEvent)],
+    summaries: &mut [CommitSummary],
+) -> StoreResult<()> {
+    let subscribers = active_filters(&mut *conn).await?;
+    let mut digests = HashMap::new();
+    let mut rows = Vec::new();
+    for &(index, event) in new_events {
+        let created = ms(event.created_at);
+        for target in &subscribers {
+            let excluded = event
+                .exclude_subscribers
+                .iter()
+                .any(|id| id.as_str() == target.id);
+            if excluded || !target.filter.matches(event.event_type, &event.order_id) {
+                continue;
+            }
+            let due = match target.digest_ms {
+                None => created,
+                Some(window_ms) => {
+                    digest_due_at(
+                        &mut *conn,
+                        &mut digests,
+                        &target.id,
+                        event.order_id.as_str(),
+                        created,
+                        window_ms,
+                    )
+                    .await?
+                }
+            };
+            rows.push((
+                DeliveryId::generate(),
+                event.id.as_str(),
+                target.id.as_str(),
+                due,
+                created,
+            ));
+            summaries[index].deliveries_created += 1;
+        }
+    }
+    if !rows.is_empty() {
+        sqlx::query(
+            "INSERT INTO deliveries (id, event_id, subscriber_id, status, \
+                 next_attempt_at, created_at, updated_at) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, 'pending', \
+                 value ->> 3, value ->> 4, value ->> 4 \
+             FROM json_each(?1)",
+        )
+        .bind(to_json(&rows))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
 async fn load_subscriber(
     conn: &mut SqliteConnection,
     id: &SubscriberId,
@@ -678,27 +738,38 @@ impl Store for SqliteStore {
         opt_time(next)
     }
 
-    #[tracing::instrument(skip_all, fields(order_id = %order_id))]
-    async fn seen_state(&self, order_id: &OrderId) -> StoreResult<SeenState> {
+    #[tracing::instrument(skip_all, fields(orders = order_ids.len()))]
+    async fn seen_states(&self, order_ids: &[OrderId]) -> StoreResult<HashMap<OrderId, SeenState>> {
+        if order_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
         // One read over three tables, each by its primary key's leading `order_id`.
-        let rows: Vec<(String, i64, bool, Option<String>)> = sqlx::query_as(
-            "SELECT kind, upstream_id, read, NULL FROM seen_items WHERE order_id = ?1 \
+        let rows: Vec<(String, String, i64, bool, Option<String>)> = sqlx::query_as(
+            "SELECT order_id, kind, upstream_id, read, NULL FROM seen_items \
+                 WHERE order_id IN (SELECT value FROM json_each(?1)) \
              UNION ALL \
-             SELECT 'sent', message_id, 0, origin_subscriber_id FROM sent_messages \
-                 WHERE order_id = ?1 \
+             SELECT order_id, 'sent', message_id, 0, origin_subscriber_id FROM sent_messages \
+                 WHERE order_id IN (SELECT value FROM json_each(?1)) \
              UNION ALL \
-             SELECT 'read_request', message_id, 0, subscriber_id FROM read_requests \
-                 WHERE order_id = ?1",
+             SELECT order_id, 'read_request', message_id, 0, subscriber_id FROM read_requests \
+                 WHERE order_id IN (SELECT value FROM json_each(?1))",
         )
-        .bind(order_id.as_str())
+        .bind(id_list(order_ids.iter().map(OrderId::as_str)))
         .fetch_all(&self.reader)
         .await?;
         let subscriber = |id: Option<String>| {
             id.map(|id| SubscriberId::parse("subscriber_id", &id).map_err(invalid))
                 .transpose()
         };
-        let mut seen = SeenState::default();
-        for (kind, upstream_id, read, subscriber_id) in rows {
+        let mut states: HashMap<&str, SeenState> = order_ids
+            .iter()
+            .map(|id| (id.as_str(), SeenState::default()))
+            .collect();
+        for (order_id, kind, upstream_id, read, subscriber_id) in rows {
+            // Only the orders asked for are read.
+            let Some(seen) = states.get_mut(order_id.as_str()) else {
+                continue;
+            };
             match kind.as_str() {
                 "chat" => {
                     seen.chat.insert(upstream_id, read);
@@ -721,153 +792,151 @@ impl Store for SqliteStore {
                 other => return Err(StoreError::Corrupt(format!("seen item kind {other:?}"))),
             }
         }
-        Ok(seen)
+        Ok(order_ids
+            .iter()
+            .filter_map(|id| Some((id.clone(), states.remove(id.as_str())?)))
+            .collect())
     }
 
-    #[tracing::instrument(skip_all, fields(order_id = %commit.order_id, events = commit.events.len()))]
-    async fn commit_poll(&self, commit: &PollCommit) -> StoreResult<CommitSummary> {
-        let order_id = commit.order_id.as_str();
-        let mut tx = self.write_tx().await?;
+    #[tracing::instrument(skip_all, fields(commits = commits.len()))]
+    async fn commit_polls(&self, commits: &[PollCommit]) -> StoreResult<Vec<CommitSummary>> {
+        if commits.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Each kind of change goes in with one statement for the whole batch, its rows carried
+        // by one JSON array: a poll with news costs rows, not statements.
+        let mut seen_rows = Vec::new();
+        let mut read_rows = Vec::new();
+        let mut event_rows = Vec::new();
+        for commit in commits {
+            let order_id = commit.order_id.as_str();
+            seen_rows.extend(
+                commit
+                    .new_chat
+                    .iter()
+                    .map(|&(id, read)| (order_id, "chat", id, read)),
+            );
+            seen_rows.extend(
+                commit
+                    .new_lifecycle
+                    .iter()
+                    .map(|&id| (order_id, "lifecycle", id, false)),
+            );
+            read_rows.extend(commit.newly_read.iter().map(|&id| (order_id, id)));
+            event_rows.extend(commit.events.iter().map(|event| {
+                (
+                    event.id.as_str(),
+                    event.order_id.as_str(),
+                    event.event_type.as_str(),
+                    event.payload.as_str(),
+                    ms(event.created_at),
+                )
+            }));
+        }
+        // Of two commits of the same order, the later one's progress stands.
+        let mut progressed = HashSet::new();
+        let progress_rows: Vec<_> = commits
+            .iter()
+            .rev()
+            .filter(|commit| progressed.insert(commit.order_id.as_str()))
+            .map(|commit| {
+                let progress = &commit.progress;
+                (
+                    commit.order_id.as_str(),
+                    progress.state.as_str(),
+                    progress.fallback.map(FallbackReason::as_str),
+                    opt_ms(progress.next_poll_at),
+                    ms(progress.polled_at),
+                    progress.last_error.as_deref(),
+                    progress.consecutive_failures,
+                    progress.not_found_count,
+                )
+            })
+            .collect();
 
-        for (upstream_id, read) in &commit.new_chat {
+        let mut tx = self.write_tx().await?;
+        if !seen_rows.is_empty() {
+            // `WHERE true` keeps the upsert's ON from being parsed as a join constraint.
             sqlx::query(
                 "INSERT INTO seen_items (order_id, kind, upstream_id, read) \
-                 VALUES (?1, 'chat', ?2, ?3) ON CONFLICT DO NOTHING",
+                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 \
+                 FROM json_each(?1) WHERE true \
+                 ON CONFLICT DO NOTHING",
             )
-            .bind(order_id)
-            .bind(upstream_id)
-            .bind(read)
+            .bind(to_json(&seen_rows))
             .execute(&mut *tx)
             .await?;
         }
-        for upstream_id in &commit.newly_read {
+        if !read_rows.is_empty() {
+            let read_rows = to_json(&read_rows);
             sqlx::query(
                 "UPDATE seen_items SET read = 1 \
-                 WHERE order_id = ?1 AND kind = 'chat' AND upstream_id = ?2",
+                 WHERE (order_id, kind, upstream_id) IN \
+                     (SELECT value ->> 0, 'chat', value ->> 1 FROM json_each(?1))",
             )
-            .bind(order_id)
-            .bind(upstream_id)
+            .bind(&read_rows)
             .execute(&mut *tx)
             .await?;
-        }
-        // A reading is announced once: who asked for it matters no more.
-        if !commit.newly_read.is_empty() {
+            // A reading is announced once: who asked for it matters no more.
             sqlx::query(
-                "DELETE FROM read_requests \
-                 WHERE order_id = ?1 AND message_id IN (SELECT value FROM json_each(?2))",
+                "DELETE FROM read_requests WHERE (order_id, message_id) IN \
+                     (SELECT value ->> 0, value ->> 1 FROM json_each(?1))",
             )
-            .bind(order_id)
-            .bind(to_json(&commit.newly_read))
-            .execute(&mut *tx)
-            .await?;
-        }
-        for upstream_id in &commit.new_lifecycle {
-            sqlx::query(
-                "INSERT INTO seen_items (order_id, kind, upstream_id) \
-                 VALUES (?1, 'lifecycle', ?2) ON CONFLICT DO NOTHING",
-            )
-            .bind(order_id)
-            .bind(upstream_id)
+            .bind(&read_rows)
             .execute(&mut *tx)
             .await?;
         }
 
-        let mut new_events = Vec::new();
-        for event in &commit.events {
-            let inserted = sqlx::query(
+        let mut summaries = vec![CommitSummary::default(); commits.len()];
+        if !event_rows.is_empty() {
+            let mut inserted: HashSet<String> = sqlx::query_scalar(
                 "INSERT INTO events (id, order_id, type, payload, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
+                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 \
+                 FROM json_each(?1) WHERE true \
+                 ON CONFLICT (id) DO NOTHING \
+                 RETURNING id",
             )
-            .bind(event.id.as_str())
-            .bind(event.order_id.as_str())
-            .bind(event.event_type.as_str())
-            .bind(&event.payload)
-            .bind(ms(event.created_at))
-            .execute(&mut *tx)
+            .bind(to_json(&event_rows))
+            .fetch_all(&mut *tx)
             .await?
-            .rows_affected();
-            if inserted > 0 {
-                new_events.push(event);
-            }
-        }
-
-        let mut summary = CommitSummary {
-            events_inserted: new_events.len() as u64,
-            deliveries_created: 0,
-        };
-        // Subscribers are only read when there is something new to fan out, and all of the
-        // commit's deliveries go in with one statement.
-        if !new_events.is_empty() {
-            let subscribers = active_filters(&mut tx).await?;
-            let mut digests = HashMap::new();
-            let mut rows = Vec::new();
-            for event in new_events {
-                let created = ms(event.created_at);
-                for target in &subscribers {
-                    let excluded = event
-                        .exclude_subscribers
-                        .iter()
-                        .any(|id| id.as_str() == target.id);
-                    if excluded || !target.filter.matches(event.event_type, &event.order_id) {
-                        continue;
+            .into_iter()
+            .collect();
+            let mut new_events = Vec::new();
+            for (index, commit) in commits.iter().enumerate() {
+                for event in &commit.events {
+                    if inserted.remove(event.id.as_str()) {
+                        summaries[index].events_inserted += 1;
+                        new_events.push((index, event));
                     }
-                    let due = match target.digest_ms {
-                        None => created,
-                        Some(window_ms) => {
-                            digest_due_at(
-                                &mut tx,
-                                &mut digests,
-                                &target.id,
-                                event.order_id.as_str(),
-                                created,
-                                window_ms,
-                            )
-                            .await?
-                        }
-                    };
-                    rows.push((
-                        DeliveryId::generate(),
-                        event.id.as_str(),
-                        target.id.as_str(),
-                        due,
-                        created,
-                    ));
                 }
             }
-            if !rows.is_empty() {
-                summary.deliveries_created = sqlx::query(
-                    "INSERT INTO deliveries (id, event_id, subscriber_id, status, \
-                         next_attempt_at, created_at, updated_at) \
-                     SELECT value ->> 0, value ->> 1, value ->> 2, 'pending', \
-                         value ->> 3, value ->> 4, value ->> 4 \
-                     FROM json_each(?1)",
-                )
-                .bind(to_json(&rows))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            // Subscribers are only read when there is something new to fan out.
+            if !new_events.is_empty() {
+                fan_out(&mut tx, &new_events, &mut summaries).await?;
             }
         }
 
-        let progress = &commit.progress;
+        // `+state`: without it the planner walks every watched order by the (state,
+        // next_poll_at) index and scans the batch for each, instead of looking the batch's
+        // orders up by key.
         sqlx::query(
-            "UPDATE orders SET state = ?1, fallback = ?2, next_poll_at = ?3, last_polled_at = ?4, \
-                 last_error = ?5, consecutive_failures = ?6, not_found_count = ?7 \
-             WHERE order_id = ?8 AND state = 'watching'",
+            "UPDATE orders SET state = p.state, fallback = p.fallback, \
+                 next_poll_at = p.next_poll_at, last_polled_at = p.polled_at, \
+                 last_error = p.last_error, consecutive_failures = p.failures, \
+                 not_found_count = p.not_found \
+             FROM (SELECT value ->> 0 AS order_id, value ->> 1 AS state, \
+                          value ->> 2 AS fallback, value ->> 3 AS next_poll_at, \
+                          value ->> 4 AS polled_at, value ->> 5 AS last_error, \
+                          value ->> 6 AS failures, value ->> 7 AS not_found \
+                   FROM json_each(?1)) AS p \
+             WHERE orders.order_id = p.order_id AND +orders.state = 'watching'",
         )
-        .bind(progress.state.as_str())
-        .bind(progress.fallback.map(FallbackReason::as_str))
-        .bind(opt_ms(progress.next_poll_at))
-        .bind(ms(progress.polled_at))
-        .bind(progress.last_error.as_deref())
-        .bind(i64::from(progress.consecutive_failures))
-        .bind(i64::from(progress.not_found_count))
-        .bind(order_id)
+        .bind(to_json(&progress_rows))
         .execute(&mut *tx)
         .await?;
 
         tx.commit().await?;
-        Ok(summary)
+        Ok(summaries)
     }
 
     #[tracing::instrument(skip_all, fields(subscriber_id = %new.id))]
@@ -1476,5 +1545,30 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(event_id = %event_id))]
+    async fn record_slack_event(
+        &self,
+        event_id: &str,
+        at: DateTime<Utc>,
+        forget_before: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("DELETE FROM slack_events WHERE received_at < ?1")
+            .bind(ms(forget_before))
+            .execute(&mut *tx)
+            .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO slack_events (event_id, received_at) VALUES (?1, ?2) \
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(event_id)
+        .bind(ms(at))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(inserted == 1)
     }
 }

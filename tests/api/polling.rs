@@ -15,7 +15,7 @@ use shopper_bridge::poller::PollRound;
 
 use crate::helpers::{
     chat_messages_path, connect_error, fixture, json_body, ok_json, on_get, order_messages_path,
-    poll_continuously, spawn_app_with, timestamp, use_connect, TestApp,
+    poll_continuously, spawn_app_with, timestamp, use_connect, wait_until, was_woken, TestApp,
 };
 
 const ORDER: &str = "122233";
@@ -87,6 +87,40 @@ async fn first_poll_creates_chat_and_lifecycle_deliveries_and_a_repeat_poll_crea
     assert_eq!(app.poll_when_due().await, polled(1, 0));
     assert_eq!(app.deliveries("?order_id=122233").await.len(), 2);
     assert_eq!(app.order(ORDER).await["counts"], counts);
+}
+
+#[tokio::test]
+async fn an_order_answering_slowly_does_not_hold_back_the_others_commits() {
+    const SLOW: &str = "700001";
+    let connect = MockServer::start().await;
+    on_get(order_messages_path(SLOW))
+        .respond_with(ok_json(&fixture("order_messages")).set_delay(Duration::from_secs(3)))
+        .expect(1)
+        .mount(&connect)
+        .await;
+    on_get(order_messages_path(ORDER))
+        .respond_with(ok_json(&fixture("order_messages")))
+        .expect(1)
+        .mount(&connect)
+        .await;
+    let app = app_watching(&connect, |_| {}).await;
+    app.watch_order(SLOW).await;
+
+    let polling = app.poll_once();
+    tokio::pin!(polling);
+    tokio::select! {
+        round = &mut polling => panic!("the round ended before anything was seen: {round:?}"),
+        () = wait_until("the quick order's deliveries are committed", || async {
+            app.deliveries("?order_id=122233").await.len() == 2
+        }) => {}
+    }
+    assert!(app.deliveries("?order_id=700001").await.is_empty());
+    assert!(
+        was_woken(&app.dispatcher_wake).await,
+        "the dispatcher hears of the first group's deliveries at once"
+    );
+    assert_eq!(polling.await, polled(2, 4));
+    assert_eq!(app.deliveries("?order_id=700001").await.len(), 2);
 }
 
 #[tokio::test]

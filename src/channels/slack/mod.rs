@@ -6,12 +6,18 @@
 //! reply in that thread, so a channel shows one thread per order. Incoming webhooks cannot
 //! thread: every event is a top-level message there.
 //!
+//! Messages may carry a "Mark as read" button (action [`MARK_READ_ACTION`]); Slack reports clicks
+//! to `/slack/interactions`, so without `slack.signing_secret` the buttons are taken out before
+//! posting rather than shown dead.
+//!
 //! Bot tokens and webhook URLs are credentials: they go into requests and nowhere else (the
 //! error texts kept in the attempt log never include a URL or a header).
 
 mod api;
+mod client;
 mod target;
 
+pub use client::{SlackApi, SlackApiError};
 pub use target::TargetFields;
 
 use async_trait::async_trait;
@@ -38,13 +44,29 @@ use crate::time::retry_after;
 const MAX_REPLY_BYTES: usize = 1024 * 1024;
 const JSON_UTF8: &str = "application/json; charset=utf-8";
 
+/// The `action_id` of the "Mark as read" button (see `templates/slack/chat_message.created.json`).
+pub const MARK_READ_ACTION: &str = "mark_read";
+
+/// Takes the buttons of `action_id` out of `blocks`, and the actions blocks that held only them.
+pub fn remove_action(blocks: &mut Vec<Value>, action_id: &str) {
+    for block in blocks.iter_mut() {
+        if let Some(Value::Array(elements)) = block.get_mut("elements") {
+            elements.retain(|element| element["action_id"] != action_id);
+        }
+    }
+    blocks.retain(|block| {
+        block["type"] != "actions" || block["elements"].as_array().is_some_and(|e| !e.is_empty())
+    });
+}
+
 /// Posts to Slack through the webhooks' pooled client (same timeout, no redirects, the same
 /// guard against private targets), so the process keeps one HTTP pool for outgoing deliveries.
 #[derive(Clone)]
 pub struct SlackSender {
-    http: WebhookSender,
-    post_message: Url,
+    api: SlackApi,
     interval: Duration,
+    /// Whether Slack's button clicks reach the bridge (`slack.signing_secret` is set).
+    interactive: bool,
     templates: Templates,
     store: Arc<dyn Store>,
 }
@@ -52,7 +74,7 @@ pub struct SlackSender {
 impl fmt::Debug for SlackSender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SlackSender")
-            .field("post_message", &self.post_message.as_str())
+            .field("post_message", &self.api.post_message_url().as_str())
             .field("interval", &self.interval)
             .finish_non_exhaustive()
     }
@@ -103,18 +125,18 @@ impl SlackSender {
         templates: Templates,
         store: Arc<dyn Store>,
     ) -> Result<Self, url::ParseError> {
-        // `join` replaces the last path segment unless the base ends with a slash.
-        let mut base = settings.api_base_url.clone();
-        if !base.path().ends_with('/') {
-            base.set_path(&format!("{}/", base.path()));
-        }
         Ok(Self {
-            http,
-            post_message: base.join("chat.postMessage")?,
+            api: SlackApi::new(http, &settings.api_base_url)?,
             interval: settings.send_interval(),
+            interactive: settings.signing_secret.is_some(),
             templates,
             store,
         })
+    }
+
+    /// The Web API and response URLs, for the calls made outside deliveries.
+    pub fn api(&self) -> &SlackApi {
+        &self.api
     }
 
     /// The least time between two messages to one subscriber.
@@ -131,7 +153,7 @@ impl SlackSender {
         let Channel::Slack { target } = &delivery.subscriber.channel else {
             return permanent("not a Slack subscriber");
         };
-        let message =
+        let mut message =
             match EventContext::from_delivery(delivery).and_then(|e| self.templates.slack(&e)) {
                 Ok(message) => message,
                 Err(err) => {
@@ -141,6 +163,9 @@ impl SlackSender {
                     ))
                 }
             };
+        if !self.interactive {
+            remove_action(&mut message.blocks, MARK_READ_ACTION);
+        }
         match target {
             SlackTarget::IncomingWebhook { webhook_url } => {
                 self.post_to_webhook(webhook_url, &message, now).await
@@ -161,7 +186,7 @@ impl SlackSender {
         let Ok(url) = Url::parse(webhook_url) else {
             return permanent("the stored Slack webhook URL is not a valid URL");
         };
-        if self.http.refuses_literal(&url) {
+        if self.api.http().refuses_literal(&url) {
             return permanent("refused: the target is a private, loopback or link-local address");
         }
         let body = WebhookMessage {
@@ -169,7 +194,8 @@ impl SlackSender {
             blocks: &message.blocks,
         };
         let request = self
-            .http
+            .api
+            .http()
             .client()
             .post(url)
             .header(CONTENT_TYPE, JSON_UTF8)
@@ -206,9 +232,10 @@ impl SlackSender {
             thread_ts: thread_ts.as_deref(),
         };
         let request = self
-            .http
+            .api
+            .http()
             .client()
-            .post(self.post_message.clone())
+            .post(self.api.post_message_url().clone())
             .bearer_auth(bot_token)
             .header(CONTENT_TYPE, JSON_UTF8)
             .json(&body);
@@ -324,4 +351,30 @@ async fn read_reply(mut response: Response) -> Vec<u8> {
 fn excerpt(body: &[u8]) -> Option<String> {
     let head = &body[..body.len().min(EXCERPT_BYTES)];
     (!head.is_empty()).then(|| String::from_utf8_lossy(head).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn removing_an_action_keeps_other_buttons_and_every_other_block() {
+        let button = |id: &str| json!({"type": "button", "action_id": id});
+        let mut blocks = vec![
+            json!({"type": "section", "text": {"type": "mrkdwn", "text": "hi"}}),
+            json!({"type": "actions", "elements": [button(MARK_READ_ACTION)]}),
+            json!({"type": "actions", "elements": [button("other"), button(MARK_READ_ACTION)]}),
+            json!({"type": "context", "elements": [{"type": "mrkdwn", "text": "footer"}]}),
+        ];
+        remove_action(&mut blocks, MARK_READ_ACTION);
+        assert_eq!(
+            blocks,
+            vec![
+                json!({"type": "section", "text": {"type": "mrkdwn", "text": "hi"}}),
+                json!({"type": "actions", "elements": [button("other")]}),
+                json!({"type": "context", "elements": [{"type": "mrkdwn", "text": "footer"}]}),
+            ]
+        );
+    }
 }
