@@ -41,6 +41,9 @@ const LEASE_MARGIN: Duration = Duration::from_secs(30);
 const MAX_IDLE: Duration = Duration::from_secs(1);
 /// The most attempts recorded in one write.
 const MAX_RECORDS: usize = 1024;
+/// How many batches of `concurrency` deliveries `run` holds claimed at once, in flight or waiting
+/// for a send slot: enough that sends never wait for the next claim to come back.
+const CLAIMED_BATCHES: usize = 32;
 
 pub struct Dispatcher {
     store: Arc<dyn Store>,
@@ -231,9 +234,8 @@ impl Dispatcher {
     /// Claims up to `limit` due deliveries and keeps those their subscriber's send rate allows
     /// now (the others are put back).
     ///
-    /// The lease covers a wait for a send slot and the send: [`Dispatcher::run`] claims at most
-    /// one batch ahead of the `concurrency` sends in flight, each of which ends within the send
-    /// timeout, so a claimed delivery starts within one timeout and ends within two.
+    /// The lease covers a wait for a send slot of up to one send timeout (a delivery that waited
+    /// longer is not sent: see [`Dispatcher::run`]), the send, and its record.
     async fn claim(&self, limit: usize) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let now = Utc::now();
         let lease = 2 * self.settings.timeout + LEASE_MARGIN;
@@ -379,15 +381,17 @@ impl Dispatcher {
     /// their records `shutdown_grace` to finish (what does not finish is retried once its lease
     /// ends).
     ///
-    /// Up to `concurrency` sends are in flight at any time and at most as many claimed
-    /// deliveries wait for a slot: a claim is made whenever a whole batch fits, so sends overlap
-    /// with claims and records, and one slow receiver holds only its own slots. Finished attempts
-    /// go to a recorder that writes whatever has finished since its last write in one call.
+    /// Up to `concurrency` sends are in flight at any time, and a few batches more wait claimed
+    /// for a slot: a claim is made whenever a whole batch fits, so sends overlap with claims and
+    /// records, and one slow receiver holds only its own slots. A delivery still waiting one send
+    /// timeout after its claim is not sent (its lease would not cover the send and the record):
+    /// it is retried when its lease ends. Finished attempts go to a recorder that writes whatever
+    /// has finished since its last write in one call.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let concurrency = self.settings.concurrency.max(1);
         let send_slots = Arc::new(Semaphore::new(concurrency));
         // Claimed deliveries not finished sending: the ones in flight and those waiting.
-        let claim_room = Arc::new(Semaphore::new(2 * concurrency));
+        let claim_room = Arc::new(Semaphore::new(CLAIMED_BATCHES * concurrency));
         let (finished, to_record) = mpsc::unbounded_channel();
         let recorder = tokio::spawn(Arc::clone(&self).record_finished(to_record));
         let mut in_flight = JoinSet::new();
@@ -404,6 +408,7 @@ impl Dispatcher {
                 room.merge(more);
             }
             let started = Utc::now();
+            let start_by = tokio::time::Instant::now() + self.settings.timeout;
             match self.claim(room.num_permits()).await {
                 Ok(batch) if batch.is_empty() => {
                     drop(room);
@@ -416,6 +421,16 @@ impl Dispatcher {
                             (Arc::clone(&self), Arc::clone(&send_slots), finished.clone());
                         in_flight.spawn(async move {
                             let _slot = slots.acquire_owned().await;
+                            if tokio::time::Instant::now() > start_by {
+                                for delivery in &group {
+                                    tracing::warn!(
+                                        delivery_id = %delivery.id,
+                                        "no send slot within the send timeout; \
+                                         retried when its lease ends"
+                                    );
+                                }
+                                return;
+                            }
                             // The recorder outlives every send; nothing is lost if it did not.
                             let _ = finished.send(this.attempt(group).await);
                             drop(held);
