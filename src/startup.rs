@@ -74,19 +74,20 @@ impl Application {
         let port = listener.local_addr().map_err(bind_error)?.port();
         let state = AppState::new(store, Arc::new(settings), instacart, channels.slack_api());
         let router = admin::router(state.clone());
-        let poller = Arc::new(Poller::new(
-            state.store.clone(),
-            state.instacart.clone(),
-            state.settings.poller.clone(),
-            state.poller_wake.clone(),
-            state.dispatcher_wake.clone(),
-        ));
         let dispatcher = Arc::new(Dispatcher::new(
             state.store.clone(),
             channels,
             state.instacart.clone(),
             state.settings.delivery.clone(),
             state.dispatcher_wake.clone(),
+        ));
+        let poller = Arc::new(Poller::new(
+            state.store.clone(),
+            state.instacart.clone(),
+            state.settings.poller.clone(),
+            state.poller_wake.clone(),
+            state.dispatcher_wake.clone(),
+            Some(dispatcher.handoff()),
         ));
         Ok(Self {
             port,

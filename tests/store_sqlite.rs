@@ -8,9 +8,10 @@ use shopper_bridge::domain::{
     DeliveryId, EventId, EventType, OrderId, SigningSecret, SubscriberId, UserId,
 };
 use shopper_bridge::store::{
-    self, AttemptRecord, AttemptResolution, Channel, ClaimedDelivery, DeliveryFilter,
-    DeliveryStatus, MarkReadPolicy, NewEvent, NewSubscriber, OrderState, PollCommit, PollProgress,
-    RetryOutcome, Store, Subscriber, SubscriberFilter, SubscriberPatch, SubscriberStatus,
+    self, AttemptRecord, AttemptResolution, Channel, ClaimAtCreation, ClaimToken, ClaimedDelivery,
+    DeliveryFilter, DeliveryStatus, MarkReadPolicy, NewEvent, NewSubscriber, OrderState,
+    PollCommit, PollProgress, RetryOutcome, Store, Subscriber, SubscriberFilter, SubscriberPatch,
+    SubscriberStatus,
 };
 
 const LEASE: Duration = Duration::seconds(30);
@@ -78,7 +79,7 @@ async fn subscriber(store: &dyn Store, filter: SubscriberFilter) -> Subscriber {
         .create_subscriber(NewSubscriber {
             id: SubscriberId::generate(),
             channel: Channel::Webhook {
-                url: "https://hooks.example.com/in".to_owned(),
+                url: "https://hooks.example.com/in".parse().unwrap(),
             },
             filter,
             description: Some("test receiver".to_owned()),
@@ -181,8 +182,8 @@ async fn a_batch_of_polls_is_summarised_per_order_and_committed_once() {
     };
     let batch = [poll(&a, 11, 21, t(1)), poll(&b, 12, 22, t(1)), nothing_new];
 
-    let first = store.commit_polls(&batch).await.unwrap();
-    let again = store.commit_polls(&batch).await.unwrap();
+    let first = store.commit_polls(&batch, None).await.unwrap().summaries;
+    let again = store.commit_polls(&batch, None).await.unwrap().summaries;
 
     assert_eq!(counted(&first), [(2, 2), (2, 4), (0, 0)]);
     assert_eq!(counted(&again), [(0, 0); 3]);
@@ -217,7 +218,7 @@ async fn readings_in_a_batch_touch_only_their_own_order() {
     let requester = subscriber(&*store, SubscriberFilter::default()).await;
     // Both orders saw a chat message 11, unread; the bridge had both marked read.
     store
-        .commit_polls(&[poll(&a, 11, 21, t(1)), poll(&b, 11, 21, t(1))])
+        .commit_polls(&[poll(&a, 11, 21, t(1)), poll(&b, 11, 21, t(1))], None)
         .await
         .unwrap();
     for order in [&a, &b] {
@@ -239,7 +240,10 @@ async fn readings_in_a_batch_touch_only_their_own_order() {
         newly_read: vec![],
         ..read_a.clone()
     };
-    store.commit_polls(&[read_a, quiet_b]).await.unwrap();
+    store
+        .commit_polls(&[read_a, quiet_b], None)
+        .await
+        .unwrap();
 
     let seen = store.seen_states(&[a.clone(), b.clone()]).await.unwrap();
     assert_eq!(seen[&a].chat.get(&11), Some(&true));
@@ -267,9 +271,10 @@ async fn an_event_twice_in_a_batch_counts_for_the_first_commit_and_the_last_prog
     };
 
     let summaries = store
-        .commit_polls(&[poll(&order, 11, 21, t(1)), later])
+        .commit_polls(&[poll(&order, 11, 21, t(1)), later], None)
         .await
-        .unwrap();
+        .unwrap()
+        .summaries;
 
     assert_eq!(counted(&summaries), [(2, 2), (0, 0)]);
     let (stored, counts) = store.get_order(&order).await.unwrap().unwrap();
@@ -288,9 +293,13 @@ async fn a_stopped_order_in_a_batch_keeps_its_state_while_the_others_progress() 
     assert!(store.stop_order(&stopped).await.unwrap());
 
     let summaries = store
-        .commit_polls(&[poll(&watching, 11, 21, t(1)), poll(&stopped, 12, 22, t(1))])
+        .commit_polls(
+            &[poll(&watching, 11, 21, t(1)), poll(&stopped, 12, 22, t(1))],
+            None,
+        )
         .await
-        .unwrap();
+        .unwrap()
+        .summaries;
 
     assert_eq!(counted(&summaries), [(2, 2), (2, 2)], "the events are kept");
     let (stored, _) = store.get_order(&stopped).await.unwrap().unwrap();
@@ -561,7 +570,7 @@ async fn claiming_leases_deliveries_until_the_lease_ends() {
         .iter()
         .find(|d| d.subscriber.id == first.id)
         .unwrap();
-    assert_eq!(of_first.subscriber, first);
+    assert_eq!(*of_first.subscriber, first);
     assert_eq!(of_first.attempts_made, 0);
 
     assert!(store
@@ -575,6 +584,88 @@ async fn claiming_leases_deliveries_until_the_lease_ends() {
         .await
         .unwrap();
     assert_eq!(reclaimed.len(), 3, "the limit applies");
+}
+
+#[tokio::test]
+async fn a_commit_claims_what_is_due_at_once_up_to_its_limit_and_leaves_the_rest() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    let order = watched(&*store, "122233").await;
+    let first = subscriber(&*store, SubscriberFilter::default()).await;
+    subscriber(&*store, SubscriberFilter::default()).await;
+    let digest = store
+        .create_subscriber(NewSubscriber {
+            id: SubscriberId::generate(),
+            channel: Channel::Email {
+                to: vec!["staff@store.example".to_owned()],
+                digest_seconds: Some(60),
+            },
+            filter: SubscriberFilter::default(),
+            description: None,
+            mark_read: MarkReadPolicy::Never,
+            secret: SigningSecret::generate(),
+            created_at: t(0),
+        })
+        .await
+        .unwrap();
+    let claim = ClaimAtCreation {
+        claim: ClaimToken::generate(),
+        lease_until: t(1) + LEASE,
+        limit: 3,
+    };
+
+    let committed = store
+        .commit_polls(&[poll(&order, 11, 21, t(1))], Some(&claim))
+        .await
+        .unwrap();
+
+    assert_eq!(counted(&committed.summaries), [(2, 6)]);
+    let claimed = committed.claimed;
+    assert_eq!(claimed.len(), 3, "the limit applies");
+    assert!(claimed.iter().all(|d| d.claim == claim.claim
+        && d.attempts_made == 0
+        && d.order_id == order
+        && d.subscriber.id != digest.id));
+    // Creation order: both webhook deliveries of the first event, then the second event's.
+    assert_eq!(claimed[0].event_id, claimed[1].event_id);
+    assert!(Arc::ptr_eq(&claimed[0].payload, &claimed[1].payload));
+    assert_eq!(*claimed[0].subscriber, first);
+    assert_eq!(
+        claimed[0].payload.as_ref(),
+        poll(&order, 11, 21, t(1)).events[0].payload
+    );
+    // The claimed ones wait for their lease like any claim; the third webhook delivery is due
+    // now, the digest's at the end of its window.
+    let rest = store
+        .claim_due_deliveries(t(1), t(1) + LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    assert!(claimed.iter().all(|d| d.id != rest[0].id));
+    assert_eq!(
+        store.next_delivery_due().await.unwrap(),
+        Some(t(1) + LEASE),
+        "the lease ends before the digest window"
+    );
+    // An attempt under the commit's claim counts.
+    store
+        .record_attempts(&[attempt(&claimed[0], AttemptResolution::Delivered, 200)])
+        .await
+        .unwrap();
+    let delivered = store.get_delivery(&claimed[0].id).await.unwrap().unwrap();
+    assert_eq!(delivered.status, DeliveryStatus::Delivered);
+    assert_eq!(delivered.attempts.len(), 1);
+    // Put back unsent, a claimed delivery is due at once.
+    store
+        .postpone_deliveries(&[claimed[1].id.clone()], t(2))
+        .await
+        .unwrap();
+    let put_back = store
+        .claim_due_deliveries(t(2), t(2) + LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!(put_back.len(), 1);
+    assert_eq!(put_back[0].id, claimed[1].id);
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::path::Path;
+use std::sync::Arc;
 
 use shopper_bridge::config::Settings;
 use shopper_bridge::domain::{DeliveryId, EventType, OrderId, SubscriberId};
@@ -81,7 +82,7 @@ fn claimed(event: &NewEvent) -> ClaimedDelivery {
         event_created_at: now,
         payload: event.payload.as_str().into(),
         attempts_made: 0,
-        subscriber: Subscriber {
+        subscriber: Arc::new(Subscriber {
             id: SubscriberId::generate(),
             channel: Channel::Email {
                 to: vec!["staff@store.example".into()],
@@ -95,7 +96,7 @@ fn claimed(event: &NewEvent) -> ClaimedDelivery {
             created_at: now,
             updated_at: now,
             secrets: Vec::new(),
-        },
+        }),
     }
 }
 

@@ -201,7 +201,7 @@ impl Bridge {
             .create_subscriber(NewSubscriber {
                 id: SubscriberId::generate(),
                 channel: Channel::Webhook {
-                    url: url.to_owned(),
+                    url: url.parse().unwrap(),
                 },
                 filter: SubscriberFilter::default(),
                 description: None,

@@ -150,7 +150,7 @@ pub enum ChannelView {
 impl From<Channel> for ChannelView {
     fn from(channel: Channel) -> Self {
         match channel {
-            Channel::Webhook { url } => ChannelView::Webhook { url },
+            Channel::Webhook { url } => ChannelView::Webhook { url: url.into() },
             Channel::Email { to, digest_seconds } => ChannelView::Email { to, digest_seconds },
             Channel::Slack {
                 target: SlackTarget::IncomingWebhook { webhook_url },
@@ -499,9 +499,7 @@ fn foreign(field: &str, kind: &str) -> ValidationError {
 }
 
 fn webhook(url: WebhookUrl) -> Channel {
-    Channel::Webhook {
-        url: url.to_string(),
-    }
+    Channel::Webhook { url: url.into() }
 }
 
 /// A filter list: non-empty, bounded, each entry valid (`field[i]` names a bad one), no repeats.
@@ -865,7 +863,7 @@ mod tests {
         let subscriber = Subscriber {
             id: SubscriberId::generate(),
             channel: Channel::Webhook {
-                url: "https://hooks.example.com/in".to_owned(),
+                url: "https://hooks.example.com/in".parse().unwrap(),
             },
             filter: SubscriberFilter::default(),
             description: None,

@@ -9,9 +9,11 @@
 //! in flight, starts each claimed send as soon as one of the `concurrency` slots frees, and records
 //! finished attempts in one write per batch that finished meanwhile (a group commit).
 
+mod handoff;
 mod rate;
 mod retry;
 
+pub use handoff::{Handoff, Offer};
 pub use retry::retry_delay;
 
 use chrono::{DateTime, Utc};
@@ -20,7 +22,7 @@ use rand::Rng;
 use std::collections::hash_map::{Entry, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -41,9 +43,12 @@ const LEASE_MARGIN: Duration = Duration::from_secs(30);
 const MAX_IDLE: Duration = Duration::from_secs(1);
 /// The most attempts recorded in one write.
 const MAX_RECORDS: usize = 1024;
-/// How many batches of `concurrency` deliveries `run` holds claimed at once, in flight or waiting
-/// for a send slot: enough that sends never wait for the next claim to come back.
-const CLAIMED_BATCHES: usize = 32;
+/// How many batches of `concurrency` deliveries one claim takes at most: enough that sends never
+/// wait for the next claim to come back.
+const CLAIM_BATCHES: usize = 32;
+/// How many batches of `concurrency` deliveries `run` holds at once, claimed or handed over,
+/// in flight or waiting for a send slot (the memory bound of a backlog).
+const HELD_BATCHES: usize = 256;
 
 pub struct Dispatcher {
     store: Arc<dyn Store>,
@@ -53,6 +58,15 @@ pub struct Dispatcher {
     settings: DeliverySettings,
     waker: Arc<Notify>,
     pace: rate::SendPace,
+    /// Room for deliveries held (see [`HELD_BATCHES`]), shared with the hand-off.
+    room: Arc<Semaphore>,
+    handoff: Handoff,
+}
+
+/// Where started sends take a slot and leave their attempts.
+struct SendQueue {
+    slots: Arc<Semaphore>,
+    finished: mpsc::UnboundedSender<Attempted>,
 }
 
 /// Splits a claimed batch into sends: an e-mail digest subscriber's deliveries of one order
@@ -177,6 +191,12 @@ fn log_attempt(delivery: &ClaimedDelivery, record: &AttemptRecord) {
     }
 }
 
+/// How long a claim holds: a wait for a send slot of up to one send timeout (a delivery that
+/// waited longer is not sent), the send, and its record.
+fn lease(settings: &DeliverySettings) -> Duration {
+    2 * settings.timeout + LEASE_MARGIN
+}
+
 /// A finished task of the dispatcher: a panic in it goes on unwinding here.
 fn settle<T>(joined: Result<T, tokio::task::JoinError>) {
     if let Err(err) = joined {
@@ -195,6 +215,8 @@ impl Dispatcher {
         settings: DeliverySettings,
         waker: Arc<Notify>,
     ) -> Self {
+        let room = Arc::new(Semaphore::new(HELD_BATCHES * settings.concurrency.max(1)));
+        let handoff = Handoff::new(Arc::clone(&room), lease(&settings), settings.timeout);
         Self {
             store,
             channels,
@@ -202,7 +224,14 @@ impl Dispatcher {
             settings,
             waker,
             pace: rate::SendPace::default(),
+            room,
+            handoff,
         }
+    }
+
+    /// Gives the poller's commits a short way to the send queue while [`Dispatcher::run`] runs.
+    pub fn handoff(&self) -> Handoff {
+        self.handoff.clone()
     }
 
     /// Call `notify_one()` on it after committing new deliveries: the wake is kept even when
@@ -238,18 +267,21 @@ impl Dispatcher {
     /// longer is not sent: see [`Dispatcher::run`]), the send, and its record.
     async fn claim(&self, limit: usize) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let now = Utc::now();
-        let lease = 2 * self.settings.timeout + LEASE_MARGIN;
         let limit = u32::try_from(limit).unwrap_or(u32::MAX);
         let batch = self
             .store
-            .claim_due_deliveries(now, time::after(now, lease), limit)
+            .claim_due_deliveries(now, time::after(now, lease(&self.settings)), limit)
             .await?;
-        Ok(self
-            .pace
+        Ok(self.admit(batch, now).await)
+    }
+
+    /// Keeps the deliveries their subscriber's send rate allows now; the others are put back.
+    async fn admit(&self, batch: Vec<ClaimedDelivery>, now: DateTime<Utc>) -> Vec<ClaimedDelivery> {
+        self.pace
             .admit(self.store.as_ref(), batch, now, |d| {
                 self.channels.send_interval(&d.subscriber.channel)
             })
-            .await)
+            .await
     }
 
     /// Records the attempts in one store call, then marks read what `on_delivery` subscribers
@@ -377,34 +409,69 @@ impl Dispatcher {
         }
     }
 
-    /// Delivers until `cancel` fires; then claims nothing more and gives the sends in flight and
+    /// Delivers until `cancel` fires; then takes nothing more and gives the sends in flight and
     /// their records `shutdown_grace` to finish (what does not finish is retried once its lease
     /// ends).
     ///
-    /// Up to `concurrency` sends are in flight at any time, and a few batches more wait claimed
-    /// for a slot: a claim is made whenever a whole batch fits, so sends overlap with claims and
-    /// records, and one slow receiver holds only its own slots. A delivery still waiting one send
-    /// timeout after its claim is not sent (its lease would not cover the send and the record):
-    /// it is retried when its lease ends. Finished attempts go to a recorder that writes whatever
-    /// has finished since its last write in one call.
+    /// Up to `concurrency` sends are in flight at any time, and more wait for a slot, claimed
+    /// from the store or handed over by the poller (see [`Handoff`]), within the held room. A
+    /// claim is made whenever a whole batch fits, so sends overlap with claims and records, and
+    /// one slow receiver holds only its own slots. A delivery still waiting one send timeout
+    /// after its claim is not sent (its lease would not cover the send and the record): it is
+    /// retried when its lease ends. Finished attempts go to a recorder that writes whatever has
+    /// finished since its last write in one call.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
-        let concurrency = self.settings.concurrency.max(1);
-        let send_slots = Arc::new(Semaphore::new(concurrency));
-        // Claimed deliveries not finished sending: the ones in flight and those waiting.
-        let claim_room = Arc::new(Semaphore::new(CLAIMED_BATCHES * concurrency));
         let (finished, to_record) = mpsc::unbounded_channel();
+        let queue = SendQueue {
+            slots: Arc::new(Semaphore::new(self.settings.concurrency.max(1))),
+            finished,
+        };
         let recorder = tokio::spawn(Arc::clone(&self).record_finished(to_record));
+        let (mut claimed, mut handed) = tokio::join!(
+            self.claim_loop(&queue, &cancel),
+            self.intake_loop(&queue, &cancel)
+        );
+
+        drop(queue);
+        let drained = async {
+            while let Some(joined) = claimed.join_next().await {
+                settle(joined);
+            }
+            while let Some(joined) = handed.join_next().await {
+                settle(joined);
+            }
+            recorder.await
+        };
+        match tokio::time::timeout(self.settings.shutdown_grace, drained).await {
+            Ok(recorded) => settle(recorded),
+            Err(_) => tracing::warn!(
+                "shutdown grace elapsed with deliveries in flight; \
+                 they are retried when their lease ends"
+            ),
+        }
+    }
+
+    /// Claims due deliveries whenever a batch fits in the room, until cancelled; returns the
+    /// sends it started.
+    async fn claim_loop(
+        self: &Arc<Self>,
+        queue: &SendQueue,
+        cancel: &CancellationToken,
+    ) -> JoinSet<()> {
+        let concurrency = self.settings.concurrency.max(1);
         let mut in_flight = JoinSet::new();
         while !cancel.is_cancelled() {
             let mut room = tokio::select! {
-                room = Arc::clone(&claim_room).acquire_many_owned(concurrency as u32) => {
-                    room.expect("the claim room is never closed")
+                room = Arc::clone(&self.room).acquire_many_owned(concurrency as u32) => {
+                    room.expect("the held room is never closed")
                 }
                 () = cancel.cancelled() => break,
             };
-            if let Ok(more) = Arc::clone(&claim_room)
-                .try_acquire_many_owned(claim_room.available_permits() as u32)
-            {
+            let more = self
+                .room
+                .available_permits()
+                .min((CLAIM_BATCHES - 1) * concurrency);
+            if let Ok(more) = Arc::clone(&self.room).try_acquire_many_owned(more as u32) {
                 room.merge(more);
             }
             let started = Utc::now();
@@ -412,31 +479,9 @@ impl Dispatcher {
             match self.claim(room.num_permits()).await {
                 Ok(batch) if batch.is_empty() => {
                     drop(room);
-                    self.idle(started, &cancel).await;
+                    self.idle(started, cancel).await;
                 }
-                Ok(batch) => {
-                    for group in sends(batch) {
-                        let held = room.split(group.len());
-                        let (this, slots, finished) =
-                            (Arc::clone(&self), Arc::clone(&send_slots), finished.clone());
-                        in_flight.spawn(async move {
-                            let _slot = slots.acquire_owned().await;
-                            if tokio::time::Instant::now() > start_by {
-                                for delivery in &group {
-                                    tracing::warn!(
-                                        delivery_id = %delivery.id,
-                                        "no send slot within the send timeout; \
-                                         retried when its lease ends"
-                                    );
-                                }
-                                return;
-                            }
-                            // The recorder outlives every send; nothing is lost if it did not.
-                            let _ = finished.send(this.attempt(group).await);
-                            drop(held);
-                        });
-                    }
-                }
+                Ok(batch) => self.start_sends(batch, room, start_by, queue, &mut in_flight),
                 Err(err) => {
                     tracing::error!(error = ?err, "cannot claim deliveries");
                     tokio::select! {
@@ -449,20 +494,75 @@ impl Dispatcher {
                 settle(joined);
             }
         }
+        in_flight
+    }
 
-        drop(finished);
-        let drained = async {
-            while let Some(joined) = in_flight.join_next().await {
+    /// Starts the sends of what the poller hands over, until cancelled; then refuses more and
+    /// starts what was already handed over. Returns the sends it started.
+    async fn intake_loop(
+        self: &Arc<Self>,
+        queue: &SendQueue,
+        cancel: &CancellationToken,
+    ) -> JoinSet<()> {
+        let mut in_flight = JoinSet::new();
+        let Some(mut intake) = self.handoff.take_intake() else {
+            return in_flight;
+        };
+        self.handoff.set_running(true);
+        loop {
+            let handed = tokio::select! {
+                handed = intake.recv() => handed,
+                () = cancel.cancelled() => break,
+            };
+            let Some(handed) = handed else { break };
+            let batch = self.admit(handed.batch, Utc::now()).await;
+            self.start_sends(batch, handed.room, handed.start_by, queue, &mut in_flight);
+            while let Some(joined) = in_flight.try_join_next() {
                 settle(joined);
             }
-            recorder.await
-        };
-        match tokio::time::timeout(self.settings.shutdown_grace, drained).await {
-            Ok(recorded) => settle(recorded),
-            Err(_) => tracing::warn!(
-                "shutdown grace elapsed with deliveries in flight; \
-                 they are retried when their lease ends"
-            ),
+        }
+        self.handoff.set_running(false);
+        intake.close();
+        while let Some(handed) = intake.recv().await {
+            let batch = self.admit(handed.batch, Utc::now()).await;
+            self.start_sends(batch, handed.room, handed.start_by, queue, &mut in_flight);
+        }
+        in_flight
+    }
+
+    /// Starts one task per send of `batch`; each waits for a send slot, unless `start_by` has
+    /// passed by then, and keeps its share of `room` until sent.
+    fn start_sends(
+        self: &Arc<Self>,
+        batch: Vec<ClaimedDelivery>,
+        mut room: OwnedSemaphorePermit,
+        start_by: tokio::time::Instant,
+        queue: &SendQueue,
+        in_flight: &mut JoinSet<()>,
+    ) {
+        for group in sends(batch) {
+            let held = room.split(group.len());
+            let (this, slots, finished) = (
+                Arc::clone(self),
+                Arc::clone(&queue.slots),
+                queue.finished.clone(),
+            );
+            in_flight.spawn(async move {
+                let _slot = slots.acquire_owned().await;
+                if tokio::time::Instant::now() > start_by {
+                    for delivery in &group {
+                        tracing::warn!(
+                            delivery_id = %delivery.id,
+                            "no send slot within the send timeout; \
+                             retried when its lease ends"
+                        );
+                    }
+                    return;
+                }
+                // The recorder outlives every send; nothing is lost if it did not.
+                let _ = finished.send(this.attempt(group).await);
+                drop(held);
+            });
         }
     }
 
@@ -548,7 +648,7 @@ mod tests {
             event_created_at: Utc::now() - chrono::Duration::seconds(detected_secs_ago),
             payload: Arc::from("{}"),
             attempts_made: 0,
-            subscriber: subscriber.clone(),
+            subscriber: Arc::new(subscriber.clone()),
         }
     }
 

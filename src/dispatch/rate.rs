@@ -111,7 +111,7 @@ mod tests {
         Subscriber {
             id: id.clone(),
             channel: Channel::Webhook {
-                url: "https://example.com/".to_owned(),
+                url: "https://example.com/".parse().unwrap(),
             },
             filter: SubscriberFilter::default(),
             description: None,
@@ -139,7 +139,7 @@ mod tests {
             event_created_at: Utc::now(),
             payload: Arc::from("{}"),
             attempts_made: 0,
-            subscriber: subscriber(subscriber_id),
+            subscriber: Arc::new(subscriber(subscriber_id)),
         }
     }
 

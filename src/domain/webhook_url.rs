@@ -52,6 +52,12 @@ impl WebhookUrl {
     }
 }
 
+impl From<WebhookUrl> for Url {
+    fn from(url: WebhookUrl) -> Self {
+        url.0
+    }
+}
+
 impl fmt::Display for WebhookUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.0.as_str())

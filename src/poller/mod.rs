@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::PollerSettings;
+use crate::dispatch::{Handoff, Offer};
 use crate::domain::OrderId;
 use crate::instacart::models::PollSnapshot;
 use crate::instacart::{InstacartClient, InstacartError};
@@ -29,7 +30,7 @@ const MAX_IDLE: Duration = Duration::from_secs(1);
 /// rather than each in a round of its own.
 const MIN_ROUND_GAP: Duration = Duration::from_millis(10);
 /// Results are committed in groups of at most this many...
-const FLUSH_MAX: usize = 256;
+const FLUSH_MAX: usize = 64;
 /// ...gathered for at most this long after the group's first result arrived, so one slow
 /// upstream answer holds back no one else's commit, and a busy poller pays one transaction per
 /// group instead of one per order.
@@ -64,8 +65,10 @@ pub struct Poller {
     settings: PollerSettings,
     /// Notified when an order is added, so it is polled at once.
     wake: Arc<Notify>,
-    /// Notified when new deliveries are committed.
+    /// Notified when new deliveries are committed and not handed over.
     deliveries_ready: Arc<Notify>,
+    /// The running dispatcher's short way in, if there is one.
+    handoff: Option<Handoff>,
 }
 
 impl Poller {
@@ -75,6 +78,7 @@ impl Poller {
         settings: PollerSettings,
         wake: Arc<Notify>,
         deliveries_ready: Arc<Notify>,
+        handoff: Option<Handoff>,
     ) -> Self {
         Self {
             store,
@@ -82,6 +86,7 @@ impl Poller {
             settings,
             wake,
             deliveries_ready,
+            handoff,
         }
     }
 
@@ -174,7 +179,8 @@ impl Poller {
 
     /// Diffs a group of answers against the seen state, read for all of them at once after they
     /// arrived (so it includes what the bridge itself did in their chats meanwhile), and commits
-    /// them in one transaction.
+    /// them in one transaction. The deliveries due at once go straight to the dispatcher when it
+    /// has room (see [`Handoff`]); it is woken for the others.
     #[tracing::instrument(skip_all, fields(orders = group.len()))]
     async fn commit_group(&self, group: Vec<Fetched>) -> Result<PollRound, StoreError> {
         let answered: Vec<OrderId> = group
@@ -187,10 +193,22 @@ impl Poller {
             .into_iter()
             .map(|fetched| self.commit_for(fetched, &mut seen))
             .collect();
-        let summaries = self.store.commit_polls(&commits).await?;
+        let offer = self.handoff.as_ref().and_then(Handoff::offer);
+        let committed = self
+            .store
+            .commit_polls(&commits, offer.as_ref().map(Offer::claim))
+            .await?;
+        let handed_over = match (&self.handoff, offer) {
+            (Some(handoff), Some(offer)) if !committed.claimed.is_empty() => {
+                handoff
+                    .hand_over(self.store.as_ref(), offer, committed.claimed)
+                    .await
+            }
+            _ => 0,
+        };
 
         let mut round = PollRound::default();
-        for (commit, summary) in commits.iter().zip(&summaries) {
+        for (commit, summary) in commits.iter().zip(&committed.summaries) {
             if summary.events_inserted > 0 {
                 tracing::info!(
                     order_id = %commit.order_id,
@@ -204,7 +222,7 @@ impl Poller {
                 deliveries_created: summary.deliveries_created,
             };
         }
-        if round.deliveries_created > 0 {
+        if round.deliveries_created > handed_over as u64 {
             self.deliveries_ready.notify_one();
         }
         Ok(round)

@@ -187,6 +187,23 @@ pub struct PollCommit {
     pub progress: PollProgress,
 }
 
+/// Asks [`Store::commit_polls`] to claim the deliveries it creates that are due at once (not an
+/// e-mail digest's), as [`Store::claim_due_deliveries`] would, and return them: the committing
+/// process sends them itself without reading them back. Up to `limit`, in creation order.
+#[derive(Debug, Clone)]
+pub struct ClaimAtCreation {
+    pub claim: ClaimToken,
+    pub lease_until: DateTime<Utc>,
+    pub limit: usize,
+}
+
+/// What [`Store::commit_polls`] did: one summary per commit, and the deliveries it claimed.
+#[derive(Debug, Default)]
+pub struct CommittedPolls {
+    pub summaries: Vec<CommitSummary>,
+    pub claimed: Vec<ClaimedDelivery>,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CommitSummary {
     pub events_inserted: u64,
@@ -199,7 +216,8 @@ pub struct CommitSummary {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Channel {
     Webhook {
-        url: String,
+        /// Parsed when the subscriber is loaded, not at every send.
+        url: url::Url,
     },
     Email {
         to: Vec<String>,
@@ -407,7 +425,8 @@ pub struct ClaimedDelivery {
     pub payload: Arc<str>,
     /// Attempts made before this one.
     pub attempts_made: u32,
-    pub subscriber: Subscriber,
+    /// Shared by every delivery of the subscriber in a claim.
+    pub subscriber: Arc<Subscriber>,
 }
 
 /// What one attempt ended in, as the dispatcher decided it.
@@ -513,14 +532,20 @@ pub trait Store: Send + Sync + 'static {
     /// summary per commit, in order. Events already stored (same id) are skipped, and so are
     /// their deliveries; an event in two commits of the batch counts for the first. An order's
     /// progress is only written while it is still watched, so a concurrent stop wins; of two
-    /// commits of the same order, the later one's progress is written.
-    async fn commit_polls(&self, commits: &[PollCommit]) -> StoreResult<Vec<CommitSummary>>;
-    /// [`Store::commit_polls`] for one poll.
+    /// commits of the same order, the later one's progress is written. With `claim`, the new
+    /// deliveries it allows are created claimed and returned.
+    async fn commit_polls(
+        &self,
+        commits: &[PollCommit],
+        claim: Option<&ClaimAtCreation>,
+    ) -> StoreResult<CommittedPolls>;
+    /// [`Store::commit_polls`] for one poll, claiming nothing.
     async fn commit_poll(&self, commit: &PollCommit) -> StoreResult<CommitSummary> {
         // One summary per commit: the batch of one yields exactly one.
         Ok(self
-            .commit_polls(std::slice::from_ref(commit))
+            .commit_polls(std::slice::from_ref(commit), None)
             .await?
+            .summaries
             .pop()
             .unwrap_or_default())
     }

@@ -18,11 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    Attempt, AttemptRecord, AttemptResolution, Channel, ClaimToken, ClaimedDelivery, CommitSummary,
-    Delivery, DeliveryFilter, DeliveryStatus, FallbackReason, MarkReadPolicy, NewEvent,
-    NewSubscriber, Order, OrderCounts, OrderState, PollCommit, RetryOutcome, SeenState, Store,
-    StoreError, StoreResult, StoredSecret, Subscriber, SubscriberFilter, SubscriberPatch,
-    SubscriberStatus,
+    Attempt, AttemptRecord, AttemptResolution, Channel, ClaimAtCreation, ClaimToken,
+    ClaimedDelivery, CommitSummary, CommittedPolls, Delivery, DeliveryFilter, DeliveryStatus,
+    FallbackReason, MarkReadPolicy, NewEvent, NewSubscriber, Order, OrderCounts, OrderState,
+    PollCommit, RetryOutcome, SeenState, Store, StoreError, StoreResult, StoredSecret, Subscriber,
+    SubscriberFilter, SubscriberPatch, SubscriberStatus,
 };
 use crate::domain::{
     DeliveryId, EventId, EventType, OrderId, SigningSecret, SubscriberId, UserId, ValidationError,
@@ -440,15 +440,20 @@ async fn digest_due_at(
 }
 
 /// One pending delivery per matching active subscriber of each new event (with the index of the
-/// commit it came from), all in one statement; counts them into that commit's summary.
+/// commit it came from), all in one statement; counts them into that commit's summary. With
+/// `claim`, the deliveries due at once are created claimed (up to its limit) and returned.
 async fn fan_out(
     conn: &mut SqliteConnection,
     new_events: &[(usize, &NewEvent)],
     summaries: &mut [CommitSummary],
-) -> StoreResult<()> {
+    claim: Option<&ClaimAtCreation>,
+) -> StoreResult<Vec<ClaimedDelivery>> {
     let subscribers = active_filters(&mut *conn).await?;
     let mut digests = HashMap::new();
     let mut rows = Vec::new();
+    // (row, event) of each delivery created claimed.
+    let mut claimed: Vec<(usize, &NewEvent)> = Vec::new();
+    let claim_limit = claim.map_or(0, |claim| claim.limit);
     for &(index, event) in new_events {
         let created = ms(event.created_at);
         for target in &subscribers {
@@ -473,29 +478,77 @@ async fn fan_out(
                     .await?
                 }
             };
+            // Claimed as `claim_due_deliveries` would: due again (and claimable) when the
+            // lease ends.
+            let (due, claimed_by) = match claim {
+                Some(claim) if due == created && claimed.len() < claim_limit => {
+                    claimed.push((rows.len(), event));
+                    (ms(claim.lease_until), Some(claim))
+                }
+                _ => (due, None),
+            };
             rows.push((
                 DeliveryId::generate(),
                 event.id.as_str(),
                 target.id.as_str(),
                 due,
                 created,
+                claimed_by.map(|claim| claim.claim.as_str()),
+                claimed_by.map(|claim| ms(claim.lease_until)),
             ));
             summaries[index].deliveries_created += 1;
         }
     }
-    if !rows.is_empty() {
-        sqlx::query(
-            "INSERT INTO deliveries (id, event_id, subscriber_id, status, \
-                 next_attempt_at, created_at, updated_at) \
-             SELECT value ->> 0, value ->> 1, value ->> 2, 'pending', \
-                 value ->> 3, value ->> 4, value ->> 4 \
-             FROM json_each(?1)",
-        )
-        .bind(to_json(&rows))
-        .execute(&mut *conn)
-        .await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(())
+    sqlx::query(
+        "INSERT INTO deliveries (id, event_id, subscriber_id, status, \
+             next_attempt_at, created_at, updated_at, claim, claimed_until) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, 'pending', \
+             value ->> 3, value ->> 4, value ->> 4, value ->> 5, value ->> 6 \
+         FROM json_each(?1)",
+    )
+    .bind(to_json(&rows))
+    .execute(&mut *conn)
+    .await?;
+    let Some(claim) = claim.filter(|_| !claimed.is_empty()) else {
+        return Ok(Vec::new());
+    };
+
+    let mut subscriber_ids: Vec<&str> = claimed.iter().map(|&(row, _)| rows[row].2).collect();
+    subscriber_ids.sort_unstable();
+    subscriber_ids.dedup();
+    let subscribers: HashMap<String, Arc<Subscriber>> =
+        load_subscribers(&mut *conn, Some(&id_list(subscriber_ids)))
+            .await?
+            .into_iter()
+            .map(|s| (s.id.as_str().to_owned(), Arc::new(s)))
+            .collect();
+    let mut payloads: HashMap<&str, Arc<str>> = HashMap::new();
+    claimed
+        .into_iter()
+        .map(|(row, event)| {
+            let (id, _, subscriber_id, ..) = &rows[row];
+            let subscriber = subscribers.get(*subscriber_id).ok_or_else(|| {
+                StoreError::Corrupt(format!("subscriber {subscriber_id} vanished in a commit"))
+            })?;
+            Ok(ClaimedDelivery {
+                id: id.clone(),
+                claim: claim.claim.clone(),
+                event_id: event.id.clone(),
+                event_type: event.event_type,
+                order_id: event.order_id.clone(),
+                event_created_at: event.created_at,
+                payload: payloads
+                    .entry(event.id.as_str())
+                    .or_insert_with(|| Arc::from(event.payload.as_str()))
+                    .clone(),
+                attempts_made: 0,
+                subscriber: Arc::clone(subscriber),
+            })
+        })
+        .collect()
 }
 
 async fn load_subscriber(
@@ -799,9 +852,13 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(skip_all, fields(commits = commits.len()))]
-    async fn commit_polls(&self, commits: &[PollCommit]) -> StoreResult<Vec<CommitSummary>> {
+    async fn commit_polls(
+        &self,
+        commits: &[PollCommit],
+        claim: Option<&ClaimAtCreation>,
+    ) -> StoreResult<CommittedPolls> {
         if commits.is_empty() {
-            return Ok(Vec::new());
+            return Ok(CommittedPolls::default());
         }
         // Each kind of change goes in with one statement for the whole batch, its rows carried
         // by one JSON array: a poll with news costs rows, not statements.
@@ -853,7 +910,6 @@ impl Store for SqliteStore {
                 )
             })
             .collect();
-
         let mut tx = self.write_tx().await?;
         if !seen_rows.is_empty() {
             // `WHERE true` keeps the upsert's ON from being parsed as a join constraint.
@@ -888,6 +944,7 @@ impl Store for SqliteStore {
         }
 
         let mut summaries = vec![CommitSummary::default(); commits.len()];
+        let mut claimed = Vec::new();
         if !event_rows.is_empty() {
             let mut inserted: HashSet<String> = sqlx::query_scalar(
                 "INSERT INTO events (id, order_id, type, payload, created_at) \
@@ -912,7 +969,7 @@ impl Store for SqliteStore {
             }
             // Subscribers are only read when there is something new to fan out.
             if !new_events.is_empty() {
-                fan_out(&mut tx, &new_events, &mut summaries).await?;
+                claimed = fan_out(&mut tx, &new_events, &mut summaries, claim).await?;
             }
         }
 
@@ -936,7 +993,7 @@ impl Store for SqliteStore {
         .await?;
 
         tx.commit().await?;
-        Ok(summaries)
+        Ok(CommittedPolls { summaries, claimed })
     }
 
     #[tracing::instrument(skip_all, fields(subscriber_id = %new.id))]
@@ -1194,11 +1251,11 @@ impl Store for SqliteStore {
         let mut subscriber_ids: Vec<&str> = due.iter().map(|d| d.3.as_str()).collect();
         subscriber_ids.sort_unstable();
         subscriber_ids.dedup();
-        let subscribers: HashMap<String, Subscriber> =
+        let subscribers: HashMap<String, Arc<Subscriber>> =
             load_subscribers(&mut conn, Some(&id_list(subscriber_ids)))
                 .await?
                 .into_iter()
-                .map(|s| (s.id.as_str().to_owned(), s))
+                .map(|s| (s.id.as_str().to_owned(), Arc::new(s)))
                 .collect();
         drop(conn);
 
@@ -1226,7 +1283,7 @@ impl Store for SqliteStore {
                 event_created_at: time(*created_at)?,
                 payload,
                 attempts_made: counter(attempt_count, "attempt_count")?,
-                subscriber: subscriber.clone(),
+                subscriber: Arc::clone(subscriber),
             });
         }
         Ok(batch)
@@ -1260,7 +1317,6 @@ impl Store for SqliteStore {
             })
             .collect();
         let rows = to_json(&rows);
-
         let mut tx = self.write_tx().await?;
         // Only records made under the claim that still holds their delivery count, so only such
         // a record speaks for the receiver.

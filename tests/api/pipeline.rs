@@ -337,3 +337,60 @@ async fn a_restart_mid_stream_delivers_every_message_exactly_once() {
         "delivered more than once: {duplicates:?}"
     );
 }
+
+#[tokio::test]
+async fn a_burst_larger_than_the_dispatchers_room_is_delivered_exactly_once() {
+    let simulator = Simulator::build(
+        SimulatorConfig {
+            orders: vec![SIMULATED_ORDER.to_owned()],
+            static_token: Some(SIMULATOR_TOKEN.to_owned()),
+            seed: Some(7),
+            ..SimulatorConfig::default()
+        },
+        ([127, 0, 0, 1], 0).into(),
+    )
+    .await
+    .expect("simulator binds");
+    let base_url = format!("http://{}", simulator.local_addr());
+    let upstream = simulator.handle();
+    let stop_simulator = CancellationToken::new();
+    let _stop_simulator = stop_simulator.clone().drop_guard();
+    tokio::spawn(simulator.run_until_stopped(stop_simulator));
+    let receiver = Receiver::start(&[]).await;
+    // One send at a time: the dispatcher holds 256 deliveries, so a poll creating 300 hands
+    // over what fits and leaves the rest to the dispatcher's claims.
+    let app = spawn_running_app_with(|s| {
+        s.instacart.base_url = base_url.parse().unwrap();
+        s.instacart.token = Some(SIMULATOR_TOKEN.to_owned().into());
+        s.poller.interval = Duration::from_millis(100);
+        s.delivery.concurrency = 1;
+    })
+    .await;
+    app.subscribe(&receiver.url, &[]).await;
+    app.watch_order(SIMULATED_ORDER).await;
+    wait_until("the order's first poll", || async {
+        !webhook_ids(&receiver).is_empty()
+    })
+    .await;
+
+    let messages: Vec<_> = (0..300)
+        .map(|i| (SIMULATED_ORDER, format!("burst {i}")))
+        .collect();
+    let messages: Vec<(&str, &str)> = messages.iter().map(|(o, b)| (*o, b.as_str())).collect();
+    upstream.add_chat_messages(&messages);
+    let expected = simulated_event_ids(&base_url).await;
+    wait_until("every message arrives", || async {
+        let seen = webhook_ids(&receiver);
+        expected.iter().all(|id| seen.contains_key(id))
+    })
+    .await;
+    app.stop().await;
+
+    let seen = webhook_ids(&receiver);
+    assert_eq!(seen.keys().cloned().collect::<HashSet<_>>(), expected);
+    let duplicates: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(
+        duplicates.is_empty(),
+        "delivered more than once: {duplicates:?}"
+    );
+}

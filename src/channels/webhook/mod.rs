@@ -9,6 +9,7 @@ pub use signing::{
 };
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use reqwest::header::CONTENT_TYPE;
 use reqwest::redirect::Policy;
@@ -68,6 +69,15 @@ impl WebhookSender {
     }
 }
 
+/// An event's payload as a request body without copying it: every subscriber's request shares it.
+struct SharedPayload(Arc<str>);
+
+impl AsRef<[u8]> for SharedPayload {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
 fn permanent(error: &str) -> SendOutcome {
     SendOutcome::Permanent {
         status: None,
@@ -97,10 +107,7 @@ impl WebhookSender {
         let Channel::Webhook { url } = &delivery.subscriber.channel else {
             return permanent("not a webhook subscriber");
         };
-        let Ok(url) = Url::parse(url) else {
-            return permanent("the stored webhook URL is not a valid URL");
-        };
-        if self.refuses_literal(&url) {
+        if self.refuses_literal(url) {
             return permanent("refused: the target is a private, loopback or link-local address");
         }
         let secrets = delivery.subscriber.signing_secrets(now);
@@ -113,7 +120,7 @@ impl WebhookSender {
         let body = delivery.payload.as_bytes();
         let request = self
             .client
-            .post(url)
+            .post(url.clone())
             .header(HEADER_ID, msg_id)
             .header(HEADER_TIMESTAMP, timestamp)
             .header(
@@ -121,7 +128,9 @@ impl WebhookSender {
                 signature_header(&secrets, msg_id, timestamp, body),
             )
             .header(CONTENT_TYPE, "application/json")
-            .body(body.to_vec());
+            .body(Bytes::from_owner(SharedPayload(Arc::clone(
+                &delivery.payload,
+            ))));
 
         let response = match request.send().await {
             Ok(response) => response,
