@@ -240,10 +240,7 @@ async fn readings_in_a_batch_touch_only_their_own_order() {
         newly_read: vec![],
         ..read_a.clone()
     };
-    store
-        .commit_polls(&[read_a, quiet_b], None)
-        .await
-        .unwrap();
+    store.commit_polls(&[read_a, quiet_b], None).await.unwrap();
 
     let seen = store.seen_states(&[a.clone(), b.clone()]).await.unwrap();
     assert_eq!(seen[&a].chat.get(&11), Some(&true));
@@ -922,6 +919,68 @@ async fn a_late_record_of_an_expired_claim_does_not_overwrite_the_newer_claim() 
     );
     assert_eq!(delivery.attempts.len(), 1);
     assert_eq!(delivery.attempts[0].status_code, Some(204));
+}
+
+#[tokio::test]
+async fn released_claims_are_due_as_created_unless_claimed_again_or_paused() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    let order = watched(&*store, "122233").await;
+    let kept = subscriber(&*store, SubscriberFilter::default()).await;
+    let paused = subscriber(&*store, SubscriberFilter::default()).await;
+    store
+        .commit_poll(&poll(&order, 11, 21, t(1)))
+        .await
+        .unwrap();
+    let first = store.claim_due_deliveries(t(1), t(31), 10).await.unwrap();
+    assert_eq!(first.len(), 4);
+    let of = |claimed: &[ClaimedDelivery], subscriber: &Subscriber| -> Vec<ClaimedDelivery> {
+        claimed
+            .iter()
+            .filter(|d| d.subscriber.id == subscriber.id)
+            .cloned()
+            .collect()
+    };
+    // One of `kept`'s deliveries outlived its lease and was claimed again.
+    let (expired, held) = (of(&first, &kept)[0].clone(), of(&first, &kept)[1].clone());
+    store
+        .release_claims(&[(expired.id.clone(), expired.claim.clone())])
+        .await
+        .unwrap();
+    let again = store.claim_due_deliveries(t(2), t(32), 1).await.unwrap();
+    assert_eq!(again[0].id, expired.id);
+    store
+        .update_subscriber(
+            &paused.id,
+            SubscriberPatch {
+                status: Some(SubscriberStatus::Disabled),
+                ..SubscriberPatch::default()
+            },
+            t(2),
+        )
+        .await
+        .unwrap();
+
+    let stale = (expired.id.clone(), expired.claim.clone());
+    let mut all: Vec<_> = of(&first, &paused)
+        .into_iter()
+        .chain([held.clone()])
+        .map(|d| (d.id, d.claim))
+        .collect();
+    all.push(stale);
+    store.release_claims(&all).await.unwrap();
+
+    let due = store.claim_due_deliveries(t(3), t(33), 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|d| d.id.clone()).collect::<Vec<_>>(),
+        [held.id],
+        "only the one still held is due again: the re-claimed one keeps its claim, the paused \
+         ones stay paused"
+    );
+    let record = attempt(&again[0], AttemptResolution::Delivered, 200);
+    store.record_attempts(&[record]).await.unwrap();
+    let delivered = store.get_delivery(&expired.id).await.unwrap().unwrap();
+    assert_eq!(delivered.status, DeliveryStatus::Delivered);
 }
 
 #[tokio::test]

@@ -8,13 +8,31 @@ use chrono::Utc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 
-use crate::domain::DeliveryId;
 use crate::store::{ClaimAtCreation, ClaimToken, ClaimedDelivery, Store};
 use crate::telemetry::error_chain;
 use crate::time;
+
+/// Puts claimed deliveries that will not be attempted back in the store, due at once (see
+/// [`Store::release_claims`]); if that fails, they are claimed again when their lease ends.
+pub(super) async fn release(store: &dyn Store, deliveries: &[ClaimedDelivery]) {
+    if deliveries.is_empty() {
+        return;
+    }
+    let held: Vec<_> = deliveries
+        .iter()
+        .map(|d| (d.id.clone(), d.claim.clone()))
+        .collect();
+    if let Err(error) = store.release_claims(&held).await {
+        tracing::warn!(
+            error = %error_chain(&error),
+            count = held.len(),
+            "cannot put back claimed deliveries; they are sent when their lease ends"
+        );
+    }
+}
 
 /// Deliveries handed over, with their share of the claim room.
 pub(super) struct HandedOff {
@@ -87,44 +105,50 @@ impl Handoff {
     }
 
     /// Passes what a commit claimed under `offer` to the dispatcher and returns how many it
-    /// took. The rest (its own claims took the room meanwhile, or it stopped) is put back in
-    /// the store, due now, for the dispatcher to claim: the caller should wake it.
+    /// took. The rest (its own claims took the room meanwhile, the commit outlasted the send
+    /// timeout, or it stopped) is put back in the store for the dispatcher to claim: the caller
+    /// should wake it.
     pub async fn hand_over(
         &self,
         store: &dyn Store,
         offer: Offer,
         mut claimed: Vec<ClaimedDelivery>,
     ) -> usize {
-        let shared = &self.shared;
-        let fits = claimed.len().min(shared.room.available_permits());
-        let room = u32::try_from(fits)
-            .ok()
-            .filter(|&n| n > 0)
-            .and_then(|n| Arc::clone(&shared.room).try_acquire_many_owned(n).ok());
         let mut taken = 0;
-        if let Some(room) = room {
-            let rest = claimed.split_off(fits);
-            let handed = HandedOff {
-                batch: std::mem::replace(&mut claimed, rest),
-                room,
-                start_by: offer.start_by,
-            };
-            match shared.sender.send(handed) {
-                Ok(()) => taken = fits,
-                Err(refused) => claimed.extend(refused.0.batch),
+        if Instant::now() < offer.start_by {
+            if let Some(room) = self.take_room(claimed.len()) {
+                let fits = room.num_permits();
+                let rest = claimed.split_off(fits);
+                let handed = HandedOff {
+                    batch: std::mem::replace(&mut claimed, rest),
+                    room,
+                    start_by: offer.start_by,
+                };
+                match self.shared.sender.send(handed) {
+                    Ok(()) => taken = fits,
+                    Err(refused) => claimed.extend(refused.0.batch),
+                }
             }
         }
-        if !claimed.is_empty() {
-            let ids: Vec<DeliveryId> = claimed.into_iter().map(|d| d.id).collect();
-            if let Err(error) = store.postpone_deliveries(&ids, Utc::now()).await {
-                tracing::warn!(
-                    error = %error_chain(&error),
-                    "cannot put back deliveries the dispatcher had no room for; \
-                     they are sent when their lease ends"
-                );
-            }
-        }
+        release(store, &claimed).await;
         taken
+    }
+
+    /// Room for up to `wanted` deliveries, as much as is free.
+    fn take_room(&self, wanted: usize) -> Option<OwnedSemaphorePermit> {
+        let room = &self.shared.room;
+        loop {
+            let fits = u32::try_from(wanted.min(room.available_permits())).ok()?;
+            if fits == 0 {
+                return None;
+            }
+            match Arc::clone(room).try_acquire_many_owned(fits) {
+                Ok(permit) => return Some(permit),
+                // The claims took some meanwhile: ask for what is left.
+                Err(TryAcquireError::NoPermits) => continue,
+                Err(TryAcquireError::Closed) => return None,
+            }
+        }
     }
 
     /// The dispatcher's side: the queue, once.

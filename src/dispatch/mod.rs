@@ -481,7 +481,9 @@ impl Dispatcher {
                     drop(room);
                     self.idle(started, cancel).await;
                 }
-                Ok(batch) => self.start_sends(batch, room, start_by, queue, &mut in_flight),
+                Ok(batch) => {
+                    self.start_sends(batch, room, start_by, queue, cancel, &mut in_flight);
+                }
                 Err(err) => {
                     tracing::error!(error = ?err, "cannot claim deliveries");
                     tokio::select! {
@@ -498,7 +500,7 @@ impl Dispatcher {
     }
 
     /// Starts the sends of what the poller hands over, until cancelled; then refuses more and
-    /// starts what was already handed over. Returns the sends it started.
+    /// puts back what was already handed over. Returns the sends it started.
     async fn intake_loop(
         self: &Arc<Self>,
         queue: &SendQueue,
@@ -516,7 +518,8 @@ impl Dispatcher {
             };
             let Some(handed) = handed else { break };
             let batch = self.admit(handed.batch, Utc::now()).await;
-            self.start_sends(batch, handed.room, handed.start_by, queue, &mut in_flight);
+            let (room, start_by) = (handed.room, handed.start_by);
+            self.start_sends(batch, room, start_by, queue, cancel, &mut in_flight);
             while let Some(joined) = in_flight.try_join_next() {
                 settle(joined);
             }
@@ -524,39 +527,46 @@ impl Dispatcher {
         self.handoff.set_running(false);
         intake.close();
         while let Some(handed) = intake.recv().await {
-            let batch = self.admit(handed.batch, Utc::now()).await;
-            self.start_sends(batch, handed.room, handed.start_by, queue, &mut in_flight);
+            handoff::release(self.store.as_ref(), &handed.batch).await;
         }
         in_flight
     }
 
-    /// Starts one task per send of `batch`; each waits for a send slot, unless `start_by` has
-    /// passed by then, and keeps its share of `room` until sent.
+    /// Starts one task per send of `batch`; each waits for a send slot and keeps its share of
+    /// `room` until sent. A send that gets no slot by `start_by` (its lease would not cover the
+    /// send and the record), or before `cancel`, is put back in the store unattempted.
     fn start_sends(
         self: &Arc<Self>,
         batch: Vec<ClaimedDelivery>,
         mut room: OwnedSemaphorePermit,
         start_by: tokio::time::Instant,
         queue: &SendQueue,
+        cancel: &CancellationToken,
         in_flight: &mut JoinSet<()>,
     ) {
         for group in sends(batch) {
             let held = room.split(group.len());
-            let (this, slots, finished) = (
+            let (this, slots, finished, cancel) = (
                 Arc::clone(self),
                 Arc::clone(&queue.slots),
                 queue.finished.clone(),
+                cancel.clone(),
             );
             in_flight.spawn(async move {
-                let _slot = slots.acquire_owned().await;
-                if tokio::time::Instant::now() > start_by {
-                    for delivery in &group {
+                let slot = tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => None,
+                    slot = slots.acquire_owned() => slot.ok(),
+                };
+                let late = tokio::time::Instant::now() > start_by;
+                if slot.is_none() || late {
+                    if late {
                         tracing::warn!(
-                            delivery_id = %delivery.id,
-                            "no send slot within the send timeout; \
-                             retried when its lease ends"
+                            count = group.len(),
+                            "no send slot within the send timeout; put back unattempted"
                         );
                     }
+                    handoff::release(this.store.as_ref(), &group).await;
                     return;
                 }
                 // The recorder outlives every send; nothing is lost if it did not.

@@ -193,22 +193,29 @@ impl Poller {
             .into_iter()
             .map(|fetched| self.commit_for(fetched, &mut seen))
             .collect();
-        let offer = self.handoff.as_ref().and_then(Handoff::offer);
-        let committed = self
-            .store
-            .commit_polls(&commits, offer.as_ref().map(Offer::claim))
-            .await?;
-        let handed_over = match (&self.handoff, offer) {
-            (Some(handoff), Some(offer)) if !committed.claimed.is_empty() => {
-                handoff
-                    .hand_over(self.store.as_ref(), offer, committed.claimed)
-                    .await
-            }
-            _ => 0,
-        };
+        let (store, handoff) = (Arc::clone(&self.store), self.handoff.clone());
+        // Its own task, so a shutdown dropping the round cannot stop it between the commit and
+        // the hand-over: deliveries claimed for the dispatcher would wait out their lease.
+        let (commits, committed, handed_over) = tokio::spawn(async move {
+            let offer = handoff.as_ref().and_then(Handoff::offer);
+            let committed = store
+                .commit_polls(&commits, offer.as_ref().map(Offer::claim))
+                .await?;
+            let handed_over = match (handoff, offer) {
+                (Some(handoff), Some(offer)) if !committed.claimed.is_empty() => {
+                    handoff
+                        .hand_over(store.as_ref(), offer, committed.claimed)
+                        .await
+                }
+                _ => 0,
+            };
+            Ok::<_, StoreError>((commits, committed.summaries, handed_over))
+        })
+        .await
+        .unwrap_or_else(|joined| std::panic::resume_unwind(joined.into_panic()))?;
 
         let mut round = PollRound::default();
-        for (commit, summary) in commits.iter().zip(&committed.summaries) {
+        for (commit, summary) in commits.iter().zip(&committed) {
             if summary.events_inserted > 0 {
                 tracing::info!(
                     order_id = %commit.order_id,

@@ -597,6 +597,11 @@ pub trait Store: Send + Sync + 'static {
         ids: &[DeliveryId],
         until: DateTime<Utc>,
     ) -> StoreResult<()>;
+    /// Puts back claimed deliveries that were not attempted (no room or no send slot in time,
+    /// or shutting down), due as when they were created, so they are claimed again at once and
+    /// in order. A delivery whose claim expired and was claimed again is left to that claim; a
+    /// paused one stays paused.
+    async fn release_claims(&self, held: &[(DeliveryId, ClaimToken)]) -> StoreResult<()>;
     /// Makes a delivery pending and due at `now` again, whatever its status, unless its
     /// subscriber is disabled or deleted or its attempt is in flight (checked in the same
     /// transaction).

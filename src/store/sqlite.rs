@@ -1489,6 +1489,27 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    #[tracing::instrument(skip_all, fields(deliveries = held.len()))]
+    async fn release_claims(&self, held: &[(DeliveryId, ClaimToken)]) -> StoreResult<()> {
+        if held.is_empty() {
+            return Ok(());
+        }
+        let held: Vec<(&str, &str)> = held
+            .iter()
+            .map(|(id, claim)| (id.as_str(), claim.as_str()))
+            .collect();
+        sqlx::query(
+            "UPDATE deliveries SET claim = NULL, claimed_until = NULL, \
+                 next_attempt_at = CASE WHEN next_attempt_at IS NULL THEN NULL ELSE created_at END \
+             WHERE status = 'pending' AND (id, claim) IN \
+                 (SELECT value ->> 0, value ->> 1 FROM json_each(?1))",
+        )
+        .bind(to_json(&held))
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
     #[tracing::instrument(skip_all, fields(subscriber_id = %subscriber_id, order_id = %order_id))]
     async fn thread_ref(
         &self,

@@ -512,6 +512,8 @@ impl Received {
 struct ReceiverState {
     script: Mutex<VecDeque<u16>>,
     requests: Mutex<Vec<Received>>,
+    /// How long each request takes to answer.
+    delay: Duration,
 }
 
 /// A real axum server on loopback that records every request and answers the scripted statuses
@@ -523,8 +525,24 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start(script: &[u16]) -> Self {
-        let state = Arc::new(ReceiverState::default());
-        state.script.lock().unwrap().extend(script);
+        Self::serve(ReceiverState {
+            script: Mutex::new(script.iter().copied().collect()),
+            ..ReceiverState::default()
+        })
+        .await
+    }
+
+    /// A receiver answering 200 to everything, each after `delay`.
+    pub async fn start_slow(delay: Duration) -> Self {
+        Self::serve(ReceiverState {
+            delay,
+            ..ReceiverState::default()
+        })
+        .await
+    }
+
+    async fn serve(state: ReceiverState) -> Self {
+        let state = Arc::new(state);
         let app = Router::new()
             .fallback(receive)
             .with_state(Arc::clone(&state));
@@ -552,5 +570,6 @@ async fn receive(
         .unwrap()
         .push(Received { headers, body });
     let status = state.script.lock().unwrap().pop_front().unwrap_or(200);
+    tokio::time::sleep(state.delay).await;
     StatusCode::from_u16(status).expect("a valid status")
 }

@@ -6,14 +6,14 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use wiremock::MockServer;
 
 use shopper_bridge::channels::webhook::verify_headers;
 use shopper_bridge::config::Settings;
 use shopper_bridge::domain::{EventId, EventType, OrderId};
 use shopper_bridge::instacart::models::OrderMessagesResponse;
-use shopper_bridge::simulator::{Simulator, SimulatorConfig};
+use shopper_bridge::simulator::{Simulator, SimulatorConfig, SimulatorHandle};
 
 use crate::helpers::{
     fixture, json_body, ok_json, on_get, order_messages_path, spawn_app_with,
@@ -238,6 +238,65 @@ const SIMULATOR_TOKEN: &str = "simulator-static-token";
 const SIMULATED_ORDER: &str = "500100";
 
 /// Every event the simulator's current state of [`SIMULATED_ORDER`] should have produced.
+/// The built-in simulator serving [`SIMULATED_ORDER`], until the guard is dropped: its URL and
+/// handle.
+async fn simulate() -> (String, SimulatorHandle, DropGuard) {
+    let simulator = Simulator::build(
+        SimulatorConfig {
+            orders: vec![SIMULATED_ORDER.to_owned()],
+            static_token: Some(SIMULATOR_TOKEN.to_owned()),
+            seed: Some(7),
+            ..SimulatorConfig::default()
+        },
+        ([127, 0, 0, 1], 0).into(),
+    )
+    .await
+    .expect("simulator binds");
+    let base_url = format!("http://{}", simulator.local_addr());
+    let handle = simulator.handle();
+    let stop = CancellationToken::new();
+    tokio::spawn(simulator.run_until_stopped(stop.clone()));
+    (base_url, handle, stop.drop_guard())
+}
+
+/// Polls the simulator often, as `spawn_running_app_with` configures.
+fn use_simulator(settings: &mut Settings, base_url: &str) {
+    settings.instacart.base_url = base_url.parse().unwrap();
+    settings.instacart.token = Some(SIMULATOR_TOKEN.to_owned().into());
+    settings.poller.interval = Duration::from_millis(100);
+}
+
+/// Adds `count` chat messages to [`SIMULATED_ORDER`] at once.
+fn add_messages(upstream: &SimulatorHandle, count: usize) {
+    let bodies: Vec<String> = (0..count).map(|i| format!("burst {i}")).collect();
+    let messages: Vec<(&str, &str)> = bodies
+        .iter()
+        .map(|body| (SIMULATED_ORDER, body.as_str()))
+        .collect();
+    upstream.add_chat_messages(&messages);
+}
+
+/// Waits until every event of the simulator's current state arrived, stops the app, and checks
+/// that each arrived exactly once.
+async fn assert_every_message_arrives_once(receiver: &Receiver, base_url: &str, app: TestApp) {
+    let expected = simulated_event_ids(base_url).await;
+    wait_until("every message arrives", || async {
+        let seen = webhook_ids(receiver);
+        expected.iter().all(|id| seen.contains_key(id))
+    })
+    .await;
+    // Whatever was still in flight has landed once the app has stopped.
+    app.stop().await;
+
+    let seen = webhook_ids(receiver);
+    assert_eq!(seen.keys().cloned().collect::<HashSet<_>>(), expected);
+    let duplicates: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(
+        duplicates.is_empty(),
+        "delivered more than once: {duplicates:?}"
+    );
+}
+
 async fn simulated_event_ids(base_url: &str) -> HashSet<String> {
     let order = OrderId::parse("order_id", SIMULATED_ORDER).unwrap();
     let state: OrderMessagesResponse = reqwest::Client::new()
@@ -267,28 +326,11 @@ async fn simulated_event_ids(base_url: &str) -> HashSet<String> {
 
 #[tokio::test]
 async fn a_restart_mid_stream_delivers_every_message_exactly_once() {
-    let simulator = Simulator::build(
-        SimulatorConfig {
-            orders: vec![SIMULATED_ORDER.to_owned()],
-            static_token: Some(SIMULATOR_TOKEN.to_owned()),
-            seed: Some(7),
-            ..SimulatorConfig::default()
-        },
-        ([127, 0, 0, 1], 0).into(),
-    )
-    .await
-    .expect("simulator binds");
-    let base_url = format!("http://{}", simulator.local_addr());
-    let upstream = simulator.handle();
-    let stop_simulator = CancellationToken::new();
-    let _stop_simulator = stop_simulator.clone().drop_guard();
-    tokio::spawn(simulator.run_until_stopped(stop_simulator));
+    let (base_url, upstream, _stop_simulator) = simulate().await;
 
     let receiver = Receiver::start(&[]).await;
     let configure = |s: &mut Settings| {
-        s.instacart.base_url = base_url.parse().unwrap();
-        s.instacart.token = Some(SIMULATOR_TOKEN.to_owned().into());
-        s.poller.interval = Duration::from_millis(100);
+        use_simulator(s, &base_url);
         retry_schedule(s, 3);
     };
     let app = spawn_running_app_with(configure).await;
@@ -321,48 +363,17 @@ async fn a_restart_mid_stream_delivers_every_message_exactly_once() {
         .iter()
         .chain(&while_down)
         .all(|id| expected.contains(id)));
-    wait_until("every message arrives", || async {
-        let seen = webhook_ids(&receiver);
-        expected.iter().all(|id| seen.contains_key(id))
-    })
-    .await;
-    // Whatever was still in flight has landed once the app has stopped.
-    app.stop().await;
-
-    let seen = webhook_ids(&receiver);
-    assert_eq!(seen.keys().cloned().collect::<HashSet<_>>(), expected);
-    let duplicates: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
-    assert!(
-        duplicates.is_empty(),
-        "delivered more than once: {duplicates:?}"
-    );
+    assert_every_message_arrives_once(&receiver, &base_url, app).await;
 }
 
 #[tokio::test]
 async fn a_burst_larger_than_the_dispatchers_room_is_delivered_exactly_once() {
-    let simulator = Simulator::build(
-        SimulatorConfig {
-            orders: vec![SIMULATED_ORDER.to_owned()],
-            static_token: Some(SIMULATOR_TOKEN.to_owned()),
-            seed: Some(7),
-            ..SimulatorConfig::default()
-        },
-        ([127, 0, 0, 1], 0).into(),
-    )
-    .await
-    .expect("simulator binds");
-    let base_url = format!("http://{}", simulator.local_addr());
-    let upstream = simulator.handle();
-    let stop_simulator = CancellationToken::new();
-    let _stop_simulator = stop_simulator.clone().drop_guard();
-    tokio::spawn(simulator.run_until_stopped(stop_simulator));
+    let (base_url, upstream, _stop_simulator) = simulate().await;
     let receiver = Receiver::start(&[]).await;
     // One send at a time: the dispatcher holds 256 deliveries, so a poll creating 300 hands
     // over what fits and leaves the rest to the dispatcher's claims.
     let app = spawn_running_app_with(|s| {
-        s.instacart.base_url = base_url.parse().unwrap();
-        s.instacart.token = Some(SIMULATOR_TOKEN.to_owned().into());
-        s.poller.interval = Duration::from_millis(100);
+        use_simulator(s, &base_url);
         s.delivery.concurrency = 1;
     })
     .await;
@@ -373,24 +384,63 @@ async fn a_burst_larger_than_the_dispatchers_room_is_delivered_exactly_once() {
     })
     .await;
 
-    let messages: Vec<_> = (0..300)
-        .map(|i| (SIMULATED_ORDER, format!("burst {i}")))
-        .collect();
-    let messages: Vec<(&str, &str)> = messages.iter().map(|(o, b)| (*o, b.as_str())).collect();
-    upstream.add_chat_messages(&messages);
-    let expected = simulated_event_ids(&base_url).await;
-    wait_until("every message arrives", || async {
-        let seen = webhook_ids(&receiver);
-        expected.iter().all(|id| seen.contains_key(id))
+    add_messages(&upstream, 300);
+
+    assert_every_message_arrives_once(&receiver, &base_url, app).await;
+}
+
+#[tokio::test]
+async fn deliveries_that_wait_past_the_send_timeout_for_a_slot_are_put_back_not_left_to_their_lease(
+) {
+    let (base_url, upstream, _stop_simulator) = simulate().await;
+    // A receiver taking 200 ms per request, one request at a time, a 1 s send timeout: of 20
+    // deliveries claimed together, most cannot start in time. Left to their lease (2 s + 30 s)
+    // they would outlast the wait below.
+    let receiver = Receiver::start_slow(Duration::from_millis(200)).await;
+    let app = spawn_running_app_with(|s| {
+        use_simulator(s, &base_url);
+        s.delivery.concurrency = 1;
+        s.delivery.timeout = Duration::from_secs(1);
     })
     .await;
-    app.stop().await;
+    app.subscribe(&receiver.url, &[]).await;
+    app.watch_order(SIMULATED_ORDER).await;
+    wait_until("the order's first poll", || async {
+        !webhook_ids(&receiver).is_empty()
+    })
+    .await;
 
-    let seen = webhook_ids(&receiver);
-    assert_eq!(seen.keys().cloned().collect::<HashSet<_>>(), expected);
-    let duplicates: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
-    assert!(
-        duplicates.is_empty(),
-        "delivered more than once: {duplicates:?}"
-    );
+    add_messages(&upstream, 20);
+
+    assert_every_message_arrives_once(&receiver, &base_url, app).await;
+}
+
+#[tokio::test]
+async fn stopping_puts_back_what_waits_for_a_send_slot_and_a_restart_sends_it_at_once() {
+    let (base_url, upstream, _stop_simulator) = simulate().await;
+    let receiver = Receiver::start_slow(Duration::from_millis(200)).await;
+    // A short grace: a send still waiting for its slot when it ends would otherwise be dropped
+    // with its claim held for the lease (2 x 15 s + 30 s), longer than the wait below.
+    let configure = |s: &mut Settings| {
+        use_simulator(s, &base_url);
+        s.delivery.concurrency = 1;
+        s.delivery.shutdown_grace = Duration::from_millis(300);
+    };
+    let app = spawn_running_app_with(configure).await;
+    app.subscribe(&receiver.url, &[]).await;
+    app.watch_order(SIMULATED_ORDER).await;
+    wait_until("the order's first poll", || async {
+        !webhook_ids(&receiver).is_empty()
+    })
+    .await;
+    let arrived = webhook_ids(&receiver).len();
+    add_messages(&upstream, 20);
+    wait_until("the burst starts arriving", || async {
+        webhook_ids(&receiver).len() > arrived
+    })
+    .await;
+
+    let app = app.stop().await.start_with(configure).await;
+
+    assert_every_message_arrives_once(&receiver, &base_url, app).await;
 }
