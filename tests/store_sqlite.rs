@@ -210,6 +210,52 @@ async fn a_batch_of_polls_is_summarised_per_order_and_committed_once() {
 }
 
 #[tokio::test]
+async fn batches_larger_than_one_statement_commit_and_record_every_row() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    let order = watched(&*store, "122233").await;
+    subscriber(&*store, SubscriberFilter::default()).await;
+    subscriber(&*store, SubscriberFilter::default()).await;
+    let messages: Vec<i64> = (1..=700).collect();
+    let commit = PollCommit {
+        new_chat: messages.iter().map(|&id| (id, false)).collect(),
+        new_lifecycle: vec![],
+        events: messages
+            .iter()
+            .map(|&id| event(&order, EventType::ChatMessageCreated, id, t(1)))
+            .collect(),
+        ..poll(&order, 0, 0, t(1))
+    };
+
+    let summary = store.commit_poll(&commit).await.unwrap();
+    assert_eq!(
+        (summary.events_inserted, summary.deliveries_created),
+        (700, 1400)
+    );
+    assert_eq!(store.seen_state(&order).await.unwrap().chat.len(), 700);
+    let claimed = store
+        .claim_due_deliveries(t(1), t(1) + LEASE, 2000)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1400);
+    let records: Vec<_> = claimed
+        .iter()
+        .map(|d| attempt(d, AttemptResolution::Delivered, 200))
+        .collect();
+    store.record_attempts(&records).await.unwrap();
+
+    let delivered = store
+        .list_deliveries(&DeliveryFilter {
+            status: Some(DeliveryStatus::Delivered),
+            ..DeliveryFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(delivered.len(), 1400);
+    assert!(delivered.iter().all(|d| d.attempts.len() == 1));
+}
+
+#[tokio::test]
 async fn readings_in_a_batch_touch_only_their_own_order() {
     let dir = TempDir::new().unwrap();
     let store = open(&dir).await;
