@@ -229,6 +229,20 @@ mod tests {
         (store, commit)
     }
 
+    /// Commits `commit` claiming what the hand-over offers.
+    async fn commit_under_offer(
+        store: &dyn Store,
+        handoff: &Handoff,
+        commit: &PollCommit,
+    ) -> (Offer, Vec<ClaimedDelivery>) {
+        let offer = handoff.offer().unwrap();
+        let committed = store
+            .commit_polls(std::slice::from_ref(commit), Some(offer.claim()))
+            .await
+            .unwrap();
+        (offer, committed.claimed)
+    }
+
     async fn due_now(store: &dyn Store) -> usize {
         let now = Utc::now();
         store
@@ -255,12 +269,7 @@ mod tests {
         let mut intake = handoff.take_intake().unwrap();
         handoff.set_running(true);
 
-        let offer = handoff.offer().unwrap();
-        let claimed = store
-            .commit_polls(std::slice::from_ref(&commit), Some(offer.claim()))
-            .await
-            .unwrap()
-            .claimed;
+        let (offer, claimed) = commit_under_offer(store.as_ref(), &handoff, &commit).await;
         assert_eq!(claimed.len(), 2);
         assert_eq!(due_now(store.as_ref()).await, 0, "both are claimed");
         // The dispatcher's own claim took one place meanwhile.
@@ -281,12 +290,7 @@ mod tests {
         let handoff = Handoff::new(Arc::new(Semaphore::new(8)), LEASE, LEASE);
         let intake = handoff.take_intake().unwrap();
         handoff.set_running(true);
-        let offer = handoff.offer().unwrap();
-        let claimed = store
-            .commit_polls(std::slice::from_ref(&commit), Some(offer.claim()))
-            .await
-            .unwrap()
-            .claimed;
+        let (offer, claimed) = commit_under_offer(store.as_ref(), &handoff, &commit).await;
         drop(intake);
 
         let taken = handoff.hand_over(store.as_ref(), offer, claimed).await;

@@ -266,6 +266,22 @@ fn use_simulator(settings: &mut Settings, base_url: &str) {
     settings.poller.interval = Duration::from_millis(100);
 }
 
+/// The bridge running (as `configure` sets it up) with `receiver` subscribed to everything and
+/// [`SIMULATED_ORDER`] watched, once that order's first poll has been delivered.
+async fn polling_the_simulator(
+    receiver: &Receiver,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let app = spawn_running_app_with(configure).await;
+    app.subscribe(&receiver.url, &[]).await;
+    app.watch_order(SIMULATED_ORDER).await;
+    wait_until("the order's first poll", || async {
+        !webhook_ids(receiver).is_empty()
+    })
+    .await;
+    app
+}
+
 /// Adds `count` chat messages to [`SIMULATED_ORDER`] at once.
 fn add_messages(upstream: &SimulatorHandle, count: usize) {
     let bodies: Vec<String> = (0..count).map(|i| format!("burst {i}")).collect();
@@ -372,15 +388,9 @@ async fn a_burst_larger_than_the_dispatchers_room_is_delivered_exactly_once() {
     let receiver = Receiver::start(&[]).await;
     // One send at a time: the dispatcher holds 256 deliveries, so a poll creating 300 hands
     // over what fits and leaves the rest to the dispatcher's claims.
-    let app = spawn_running_app_with(|s| {
+    let app = polling_the_simulator(&receiver, |s| {
         use_simulator(s, &base_url);
         s.delivery.concurrency = 1;
-    })
-    .await;
-    app.subscribe(&receiver.url, &[]).await;
-    app.watch_order(SIMULATED_ORDER).await;
-    wait_until("the order's first poll", || async {
-        !webhook_ids(&receiver).is_empty()
     })
     .await;
 
@@ -397,16 +407,10 @@ async fn deliveries_that_wait_past_the_send_timeout_for_a_slot_are_put_back_not_
     // deliveries claimed together, most cannot start in time. Left to their lease (2 s + 30 s)
     // they would outlast the wait below.
     let receiver = Receiver::start_slow(Duration::from_millis(200)).await;
-    let app = spawn_running_app_with(|s| {
+    let app = polling_the_simulator(&receiver, |s| {
         use_simulator(s, &base_url);
         s.delivery.concurrency = 1;
         s.delivery.timeout = Duration::from_secs(1);
-    })
-    .await;
-    app.subscribe(&receiver.url, &[]).await;
-    app.watch_order(SIMULATED_ORDER).await;
-    wait_until("the order's first poll", || async {
-        !webhook_ids(&receiver).is_empty()
     })
     .await;
 
@@ -426,13 +430,7 @@ async fn stopping_puts_back_what_waits_for_a_send_slot_and_a_restart_sends_it_at
         s.delivery.concurrency = 1;
         s.delivery.shutdown_grace = Duration::from_millis(300);
     };
-    let app = spawn_running_app_with(configure).await;
-    app.subscribe(&receiver.url, &[]).await;
-    app.watch_order(SIMULATED_ORDER).await;
-    wait_until("the order's first poll", || async {
-        !webhook_ids(&receiver).is_empty()
-    })
-    .await;
+    let app = polling_the_simulator(&receiver, configure).await;
     let arrived = webhook_ids(&receiver).len();
     add_messages(&upstream, 20);
     wait_until("the burst starts arriving", || async {
