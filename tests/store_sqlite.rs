@@ -68,6 +68,13 @@ fn poll(order: &OrderId, chat: i64, lifecycle: i64, at: DateTime<Utc>) -> PollCo
     }
 }
 
+/// A new store in `dir` watching order 122233.
+async fn watching_order(dir: &TempDir) -> (Arc<dyn Store>, OrderId) {
+    let store = open(dir).await;
+    let order = watched(&*store, "122233").await;
+    (store, order)
+}
+
 async fn watched(store: &dyn Store, id: &str) -> OrderId {
     let order = order_id(id);
     store.watch_order(&order, None, t(0)).await.unwrap();
@@ -101,6 +108,15 @@ async fn deliveries_of(store: &dyn Store, subscriber: &Subscriber) -> Vec<store:
         .unwrap()
 }
 
+/// A delivery's status, attempts made and next due time.
+fn standing(delivery: &store::Delivery) -> (DeliveryStatus, u32, Option<DateTime<Utc>>) {
+    (
+        delivery.status,
+        delivery.attempt_count,
+        delivery.next_attempt_at,
+    )
+}
+
 fn attempt(delivery: &ClaimedDelivery, resolution: AttemptResolution, code: u16) -> AttemptRecord {
     AttemptRecord {
         delivery_id: delivery.id.clone(),
@@ -117,8 +133,7 @@ fn attempt(delivery: &ClaimedDelivery, resolution: AttemptResolution, code: u16)
 #[tokio::test]
 async fn committing_the_same_poll_twice_creates_events_and_deliveries_once() {
     let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
-    let order = watched(&*store, "122233").await;
+    let (store, order) = watching_order(&dir).await;
     subscriber(&*store, SubscriberFilter::default()).await;
     subscriber(&*store, SubscriberFilter::default()).await;
 
@@ -212,8 +227,7 @@ async fn a_batch_of_polls_is_summarised_per_order_and_committed_once() {
 #[tokio::test]
 async fn batches_larger_than_one_statement_commit_and_record_every_row() {
     let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
-    let order = watched(&*store, "122233").await;
+    let (store, order) = watching_order(&dir).await;
     subscriber(&*store, SubscriberFilter::default()).await;
     subscriber(&*store, SubscriberFilter::default()).await;
     let messages: Vec<i64> = (1..=700).collect();
@@ -361,8 +375,7 @@ async fn a_stopped_order_in_a_batch_keeps_its_state_while_the_others_progress() 
 #[tokio::test]
 async fn seen_state_remembers_items_and_read_flags() {
     let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
-    let order = watched(&*store, "122233").await;
+    let (store, order) = watching_order(&dir).await;
     store
         .commit_poll(&poll(&order, 11, 21, t(1)))
         .await
@@ -392,8 +405,7 @@ async fn seen_state_remembers_items_and_read_flags() {
 #[tokio::test]
 async fn seen_state_carries_sent_messages_and_mark_read_requests_until_the_reading() {
     let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
-    let order = watched(&*store, "122233").await;
+    let (store, order) = watching_order(&dir).await;
     let requester = subscriber(&*store, SubscriberFilter::default()).await;
     let gone = subscriber(&*store, SubscriberFilter::default()).await;
     store.delete_subscriber(&gone.id).await.unwrap();
@@ -443,8 +455,7 @@ async fn seen_state_carries_sent_messages_and_mark_read_requests_until_the_readi
 #[tokio::test]
 async fn an_excluded_subscriber_gets_no_delivery_of_the_event() {
     let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
-    let order = watched(&*store, "122233").await;
+    let (store, order) = watching_order(&dir).await;
     let origin = subscriber(&*store, SubscriberFilter::default()).await;
     let other = subscriber(&*store, SubscriberFilter::default()).await;
     let mut commit = poll(&order, 11, 21, t(1));
@@ -472,8 +483,7 @@ async fn an_excluded_subscriber_gets_no_delivery_of_the_event() {
 #[tokio::test]
 async fn fan_out_respects_filters_and_skips_disabled_subscribers() {
     let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
-    let order = watched(&*store, "122233").await;
+    let (store, order) = watching_order(&dir).await;
     let everything = subscriber(&*store, SubscriberFilter::default()).await;
     let lifecycle_only = subscriber(
         &*store,
@@ -518,8 +528,7 @@ async fn fan_out_respects_filters_and_skips_disabled_subscribers() {
 #[tokio::test]
 async fn a_concurrent_stop_wins_over_poll_progress_but_keeps_the_events() {
     let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
-    let order = watched(&*store, "122233").await;
+    let (store, order) = watching_order(&dir).await;
     subscriber(&*store, SubscriberFilter::default()).await;
 
     assert!(store.stop_order(&order).await.unwrap());
@@ -584,8 +593,7 @@ async fn watching_again_restarts_a_stopped_order_but_leaves_a_watched_one() {
 #[tokio::test]
 async fn claiming_leases_deliveries_until_the_lease_ends() {
     let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
-    let order = watched(&*store, "122233").await;
+    let (store, order) = watching_order(&dir).await;
     let first = subscriber(&*store, SubscriberFilter::default()).await;
     subscriber(&*store, SubscriberFilter::default()).await;
     store
@@ -632,8 +640,7 @@ async fn claiming_leases_deliveries_until_the_lease_ends() {
 #[tokio::test]
 async fn a_commit_claims_what_is_due_at_once_up_to_its_limit_and_leaves_the_rest() {
     let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
-    let order = watched(&*store, "122233").await;
+    let (store, order) = watching_order(&dir).await;
     let first = subscriber(&*store, SubscriberFilter::default()).await;
     subscriber(&*store, SubscriberFilter::default()).await;
     let digest = store
@@ -714,8 +721,7 @@ async fn a_commit_claims_what_is_due_at_once_up_to_its_limit_and_leaves_the_rest
 #[tokio::test]
 async fn recorded_attempts_deliver_retry_or_park_deliveries() {
     let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
-    let order = watched(&*store, "122233").await;
+    let (store, order) = watching_order(&dir).await;
     subscriber(&*store, SubscriberFilter::default()).await;
     let mut commit = poll(&order, 11, 21, t(1));
     commit
@@ -784,8 +790,7 @@ async fn recorded_attempts_deliver_retry_or_park_deliveries() {
 #[tokio::test]
 async fn a_gone_receiver_disables_its_subscriber_until_re_enabled() {
     let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
-    let order = watched(&*store, "122233").await;
+    let (store, order) = watching_order(&dir).await;
     let gone = subscriber(&*store, SubscriberFilter::default()).await;
     store
         .commit_poll(&poll(&order, 11, 21, t(1)))
@@ -843,8 +848,7 @@ async fn a_gone_receiver_disables_its_subscriber_until_re_enabled() {
 #[tokio::test]
 async fn disabling_a_subscriber_pauses_its_pending_deliveries_and_enabling_resumes_them() {
     let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
-    let order = watched(&*store, "122233").await;
+    let (store, order) = watching_order(&dir).await;
     let paused = subscriber(&*store, SubscriberFilter::default()).await;
     let other = subscriber(&*store, SubscriberFilter::default()).await;
     store
@@ -895,8 +899,7 @@ async fn disabling_a_subscriber_pauses_its_pending_deliveries_and_enabling_resum
 #[tokio::test]
 async fn a_retry_recorded_after_its_subscriber_was_disabled_stays_paused() {
     let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
-    let order = watched(&*store, "122233").await;
+    let (store, order) = watching_order(&dir).await;
     let sub = subscriber(&*store, SubscriberFilter::default()).await;
     store
         .commit_poll(&poll(&order, 11, 21, t(1)))
@@ -918,22 +921,14 @@ async fn a_retry_recorded_after_its_subscriber_was_disabled_stays_paused() {
         .unwrap();
 
     let delivery = store.get_delivery(&claimed[0].id).await.unwrap().unwrap();
-    assert_eq!(
-        (
-            delivery.status,
-            delivery.attempt_count,
-            delivery.next_attempt_at
-        ),
-        (DeliveryStatus::Pending, 1, None)
-    );
+    assert_eq!(standing(&delivery), (DeliveryStatus::Pending, 1, None));
     assert_eq!(store.next_delivery_due().await.unwrap(), None);
 }
 
 #[tokio::test]
 async fn a_late_record_of_an_expired_claim_does_not_overwrite_the_newer_claim() {
     let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
-    let order = watched(&*store, "122233").await;
+    let (store, order) = watching_order(&dir).await;
     subscriber(&*store, SubscriberFilter::default()).await;
     store
         .commit_poll(&poll(&order, 11, 21, t(1)))
@@ -955,14 +950,7 @@ async fn a_late_record_of_an_expired_claim_does_not_overwrite_the_newer_claim() 
         .unwrap();
 
     let delivery = store.get_delivery(&first[0].id).await.unwrap().unwrap();
-    assert_eq!(
-        (
-            delivery.status,
-            delivery.attempt_count,
-            delivery.next_attempt_at
-        ),
-        (DeliveryStatus::Delivered, 1, None)
-    );
+    assert_eq!(standing(&delivery), (DeliveryStatus::Delivered, 1, None));
     assert_eq!(delivery.attempts.len(), 1);
     assert_eq!(delivery.attempts[0].status_code, Some(204));
 }
@@ -970,8 +958,7 @@ async fn a_late_record_of_an_expired_claim_does_not_overwrite_the_newer_claim() 
 #[tokio::test]
 async fn released_claims_are_due_as_created_unless_claimed_again_or_paused() {
     let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
-    let order = watched(&*store, "122233").await;
+    let (store, order) = watching_order(&dir).await;
     let kept = subscriber(&*store, SubscriberFilter::default()).await;
     let paused = subscriber(&*store, SubscriberFilter::default()).await;
     store
@@ -1032,8 +1019,7 @@ async fn released_claims_are_due_as_created_unless_claimed_again_or_paused() {
 #[tokio::test]
 async fn a_manual_retry_is_refused_while_the_delivery_is_claimed() {
     let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
-    let order = watched(&*store, "122233").await;
+    let (store, order) = watching_order(&dir).await;
     let sub = subscriber(&*store, SubscriberFilter::default()).await;
     store
         .commit_poll(&poll(&order, 11, 21, t(1)))
@@ -1132,8 +1118,7 @@ async fn a_rotated_secret_keeps_signing_until_it_expires() {
 #[tokio::test]
 async fn deleting_a_subscriber_parks_its_pending_deliveries_and_keeps_history() {
     let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
-    let order = watched(&*store, "122233").await;
+    let (store, order) = watching_order(&dir).await;
     let doomed = subscriber(&*store, SubscriberFilter::default()).await;
     store
         .commit_poll(&poll(&order, 11, 21, t(1)))
