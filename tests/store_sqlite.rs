@@ -1208,3 +1208,108 @@ async fn concurrent_writers_queue_instead_of_failing() {
     let claimed = store.claim_due_deliveries(t(1), t(31), 1000).await.unwrap();
     assert_eq!(claimed.len(), 64);
 }
+
+/// A database as the migrations before 0007 left it: deliveries named their event by its id.
+async fn store_before_event_keys(dir: &TempDir) -> sqlx::SqlitePool {
+    let earlier = dir.path().join("migrations");
+    std::fs::create_dir(&earlier).unwrap();
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    for entry in std::fs::read_dir(all).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.as_str() < "0007" {
+            std::fs::copy(&path, earlier.join(name)).unwrap();
+        }
+    }
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("bridge.db").display()
+    );
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::migrate::Migrator::new(earlier)
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    pool
+}
+
+#[tokio::test]
+async fn a_store_from_before_event_keys_keeps_its_events_deliveries_and_attempts() {
+    let dir = TempDir::new().unwrap();
+    let old = store_before_event_keys(&dir).await;
+    let order = order_id("122233");
+    let subscriber = SubscriberId::generate();
+    let (sent, waiting) = (
+        EventId::derive(EventType::ChatMessageCreated, &order, Some(1)),
+        EventId::derive(EventType::ChatMessageCreated, &order, Some(2)),
+    );
+    let (delivered, pending) = (DeliveryId::generate(), DeliveryId::generate());
+    let at = |secs: i64| t(secs).timestamp_millis();
+    sqlx::raw_sql(&format!(
+        "INSERT INTO orders (order_id, state, created_at, watched_since, next_poll_at) \
+             VALUES ('{order}', 'watching', {t0}, {t0}, {t0}); \
+         INSERT INTO subscribers (id, config, status, created_at, updated_at) \
+             VALUES ('{subscriber}', '{{\"kind\":\"webhook\",\"url\":\"https://hooks.example.com/in\"}}', \
+                     'active', {t0}, {t0}); \
+         INSERT INTO subscriber_secrets (subscriber_id, secret, created_at) \
+             VALUES ('{subscriber}', '{secret}', {t0}); \
+         INSERT INTO events (id, order_id, type, payload, created_at) VALUES \
+             ('{sent}', '{order}', '{kind}', '{{\"n\":1}}', {t1}), \
+             ('{waiting}', '{order}', '{kind}', '{{\"n\":2}}', {t2}); \
+         INSERT INTO deliveries (id, event_id, subscriber_id, status, attempt_count, \
+                 next_attempt_at, created_at, updated_at) VALUES \
+             ('{delivered}', '{sent}', '{subscriber}', 'delivered', 1, NULL, {t1}, {t2}), \
+             ('{pending}', '{waiting}', '{subscriber}', 'pending', 0, {t2}, {t2}, {t2}); \
+         INSERT INTO attempts (delivery_id, at, outcome, status_code) \
+             VALUES ('{delivered}', {t2}, 'delivered', 200);",
+        kind = EventType::ChatMessageCreated,
+        secret = SigningSecret::generate().expose(),
+        t0 = at(0),
+        t1 = at(1),
+        t2 = at(2),
+    ))
+    .execute(&old)
+    .await
+    .unwrap();
+    old.close().await;
+
+    let store = open(&dir).await;
+
+    let listed = store
+        .list_deliveries(&DeliveryFilter::default())
+        .await
+        .unwrap();
+    let seen: Vec<_> = listed
+        .iter()
+        .map(|d| (&d.id, &d.event_id, &d.order_id, d.status, d.attempts.len()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (&pending, &waiting, &order, DeliveryStatus::Pending, 0),
+            (&delivered, &sent, &order, DeliveryStatus::Delivered, 1),
+        ]
+    );
+    let claimed = store
+        .claim_due_deliveries(t(3), t(3) + LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        (&claimed[0].id, &claimed[0].event_id, &*claimed[0].payload),
+        (&pending, &waiting, r#"{"n":2}"#)
+    );
+    // New events fan out next to the migrated ones.
+    let summary = store.commit_poll(&poll(&order, 3, 4, t(4))).await.unwrap();
+    assert_eq!(summary.deliveries_created, 2);
+    assert_eq!(
+        store
+            .list_deliveries(&DeliveryFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+}

@@ -11,7 +11,7 @@ use serde::Serialize;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection, Transaction};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Sqlite, SqliteConnection, Transaction};
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -49,6 +49,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
+        migrate(&options).await?;
         // The one writer connection serves every write: keep it open rather than reconnect.
         // A local file's connection cannot go stale: no ping before each use (each costs a hop to
         // the connection's thread).
@@ -60,7 +61,6 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         // `query_only` makes a write sent to the wrong pool fail loudly instead of contending
         // with the writer for the lock.
         let reader = SqlitePoolOptions::new()
@@ -75,6 +75,27 @@ impl SqliteStore {
 
     async fn write_tx(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+/// Applies pending migrations on a connection of their own with foreign-key enforcement off, as
+/// SQLite's recipe for rebuilding a table requires (enforcement would refuse to drop a table that
+/// others point at, even one replaced in the same transaction); every reference is checked once
+/// they are done.
+async fn migrate(options: &SqliteConnectOptions) -> StoreResult<()> {
+    let mut conn = options.clone().foreign_keys(false).connect().await?;
+    sqlx::migrate!("./migrations/sqlite").run(&mut conn).await?;
+    let dangling: Option<(String, Option<i64>, String)> =
+        sqlx::query_as("SELECT \"table\", rowid, parent FROM pragma_foreign_key_check LIMIT 1")
+            .fetch_optional(&mut conn)
+            .await?;
+    conn.close().await?;
+    match dangling {
+        Some((table, rowid, parent)) => Err(StoreError::Corrupt(format!(
+            "row {} of {table} points at a missing {parent} row",
+            rowid.map_or_else(|| "?".to_owned(), |rowid| rowid.to_string())
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -111,6 +132,8 @@ fn json_error(what: &str) -> impl FnOnce(serde_json::Error) -> StoreError + '_ {
 
 /// serde_json only fails on maps with non-string keys or failing `Serialize` impls; the values
 /// stored here (channels, filter lists, ids, batches of plain tuples) have neither.
+/// A batch's statement reads its rows through `WITH r(v) AS MATERIALIZED (SELECT value FROM
+/// json_each(?1))`: each row's text is then produced once, not once per `v ->> n`.
 fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).expect("stored JSON values always serialize")
 }
@@ -420,7 +443,7 @@ async fn digest_due_at(
         None => {
             sqlx::query_scalar::<_, Option<i64>>(
                 "SELECT MIN(d.next_attempt_at) FROM events e \
-                 JOIN deliveries d ON d.event_id = e.id \
+                 JOIN deliveries d ON d.event_seq = e.seq \
                  WHERE e.order_id = ?1 AND d.subscriber_id = ?2 AND d.status = 'pending' \
                      AND d.next_attempt_at > ?3 AND d.next_attempt_at <= ?4",
             )
@@ -503,11 +526,12 @@ async fn fan_out(
         return Ok(Vec::new());
     }
     sqlx::query(
-        "INSERT INTO deliveries (id, event_id, subscriber_id, status, \
+        "WITH r(v) AS MATERIALIZED (SELECT value FROM json_each(?1)) \
+         INSERT INTO deliveries (id, event_seq, subscriber_id, status, \
              next_attempt_at, created_at, updated_at, claim, claimed_until) \
-         SELECT value ->> 0, value ->> 1, value ->> 2, 'pending', \
-             value ->> 3, value ->> 4, value ->> 4, value ->> 5, value ->> 6 \
-         FROM json_each(?1)",
+         SELECT v ->> 0, (SELECT seq FROM events WHERE id = v ->> 1), v ->> 2, 'pending', \
+             v ->> 3, v ->> 4, v ->> 4, v ->> 5, v ->> 6 \
+         FROM r",
     )
     .bind(to_json(&rows))
     .execute(&mut *conn)
@@ -566,9 +590,9 @@ async fn load_deliveries(
     filter: &DeliveryFilter,
 ) -> StoreResult<Vec<Delivery>> {
     let mut query = QueryBuilder::<Sqlite>::new(
-        "SELECT d.id, d.event_id, e.type AS event_type, e.order_id, d.subscriber_id, d.status, \
-         d.attempt_count, d.next_attempt_at, d.created_at \
-         FROM deliveries d JOIN events e ON e.id = d.event_id WHERE 1 = 1",
+        "SELECT d.id, e.id AS event_id, e.type AS event_type, e.order_id, d.subscriber_id, \
+         d.status, d.attempt_count, d.next_attempt_at, d.created_at \
+         FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE 1 = 1",
     );
     if let Some(id) = id {
         query.push(" AND d.id = ").push_bind(id.as_str());
@@ -910,6 +934,7 @@ impl Store for SqliteStore {
                 )
             })
             .collect();
+        let event_rows = to_json(&event_rows);
         let mut tx = self.write_tx().await?;
         if !seen_rows.is_empty() {
             // `WHERE true` keeps the upsert's ON from being parsed as a join constraint.
@@ -945,19 +970,34 @@ impl Store for SqliteStore {
 
         let mut summaries = vec![CommitSummary::default(); commits.len()];
         let mut claimed = Vec::new();
-        if !event_rows.is_empty() {
-            let mut inserted: HashSet<String> = sqlx::query_scalar(
-                "INSERT INTO events (id, order_id, type, payload, created_at) \
-                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 \
-                 FROM json_each(?1) WHERE true \
-                 ON CONFLICT (id) DO NOTHING \
-                 RETURNING id",
+        if commits.iter().any(|commit| !commit.events.is_empty()) {
+            // The events already stored come back as one row: a row per inserted event would
+            // cost a hop between threads each.
+            let existing: String = sqlx::query_scalar(
+                "SELECT json_group_array(id) FROM events \
+                 WHERE id IN (SELECT value ->> 0 FROM json_each(?1))",
             )
-            .bind(to_json(&event_rows))
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect();
+            .bind(&event_rows)
+            .fetch_one(&mut *tx)
+            .await?;
+            let existing: HashSet<String> =
+                serde_json::from_str(&existing).map_err(json_error("stored event ids"))?;
+            sqlx::query(
+                "WITH r(v) AS MATERIALIZED (SELECT value FROM json_each(?1)) \
+                 INSERT INTO events (id, order_id, type, payload, created_at) \
+                 SELECT v ->> 0, v ->> 1, v ->> 2, v ->> 3, v ->> 4 \
+                 FROM r WHERE true \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&event_rows)
+            .execute(&mut *tx)
+            .await?;
+            let mut inserted: HashSet<&str> = commits
+                .iter()
+                .flat_map(|commit| &commit.events)
+                .map(|event| event.id.as_str())
+                .filter(|id| !existing.contains(*id))
+                .collect();
             let mut new_events = Vec::new();
             for (index, commit) in commits.iter().enumerate() {
                 for event in &commit.events {
@@ -1226,13 +1266,15 @@ impl Store for SqliteStore {
         // deliveries share it.
         let (due, events): (String, String) = sqlx::query_as(
             "WITH claimed AS ( \
-                 SELECT seq, id, event_id, subscriber_id, attempt_count FROM deliveries \
-                 WHERE status = 'pending' AND next_attempt_at = ?1 AND claim = ?2) \
+                 SELECT d.seq, d.id, d.event_seq, e.id AS event_id, d.subscriber_id, \
+                     d.attempt_count \
+                 FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+                 WHERE d.status = 'pending' AND d.next_attempt_at = ?1 AND d.claim = ?2) \
              SELECT \
                  (SELECT json_group_array(json_array(seq, id, event_id, subscriber_id, \
                                                      attempt_count)) FROM claimed), \
                  (SELECT json_group_array(json_array(id, type, order_id, created_at, payload)) \
-                  FROM events WHERE id IN (SELECT event_id FROM claimed))",
+                  FROM events WHERE seq IN (SELECT event_seq FROM claimed))",
         )
         .bind(ms(lease_until))
         .bind(claim.as_str())
@@ -1347,23 +1389,18 @@ impl Store for SqliteStore {
             pause_deliveries(&mut tx, subscriber_id).await?;
             tracing::info!(subscriber_id = %subscriber_id, reason, "subscriber disabled");
         }
-        // No rows come back: each would cost a hop between threads.
-        let applied = sqlx::query(
-            "INSERT INTO attempts \
-                 (delivery_id, at, outcome, status_code, response_excerpt, error) \
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
-             FROM json_each(?1) JOIN deliveries d \
-                 ON d.id = value ->> 0 AND d.claim = value ->> 8",
-        )
-        .bind(&rows)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        // Both statements go to the connection's thread in one hop; how many records applied
+        // comes back as the last statement's one row.
         // A retry never revives a delivery parked meanwhile (its subscriber was deleted while
         // the attempt was in flight), nor un-pauses one whose subscriber was disabled meanwhile
         // (by this very batch, too); a final outcome is always recorded.
-        sqlx::query(
-            "UPDATE deliveries SET attempt_count = attempt_count + 1, \
+        let applied: i64 = sqlx::query_scalar(
+            "WITH r(v) AS MATERIALIZED (SELECT value FROM json_each(?1)) \
+             INSERT INTO attempts \
+                 (delivery_id, at, outcome, status_code, response_excerpt, error) \
+             SELECT v ->> 0, v ->> 1, v ->> 2, v ->> 3, v ->> 4, v ->> 5 \
+             FROM r JOIN deliveries d ON d.id = v ->> 0 AND d.claim = v ->> 8; \
+             UPDATE deliveries SET attempt_count = attempt_count + 1, \
                  status = CASE WHEN r.new_status = 'pending' AND deliveries.status <> 'pending' \
                                THEN deliveries.status ELSE r.new_status END, \
                  next_attempt_at = CASE \
@@ -1376,13 +1413,14 @@ impl Store for SqliteStore {
              FROM (SELECT value ->> 0 AS id, value ->> 1 AS at, value ->> 6 AS new_status, \
                           value ->> 7 AS next_at, value ->> 8 AS claim \
                    FROM json_each(?1)) AS r \
-             WHERE deliveries.id = r.id AND deliveries.claim = r.claim",
+             WHERE deliveries.id = r.id AND deliveries.claim = r.claim; \
+             SELECT changes()",
         )
         .bind(&rows)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        let stale = records.len() as u64 - applied;
+        let stale = records.len() as u64 - applied.unsigned_abs();
         if stale > 0 {
             tracing::warn!(
                 stale,
