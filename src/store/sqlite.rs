@@ -1400,20 +1400,20 @@ impl Store for SqliteStore {
                  (delivery_id, at, outcome, status_code, response_excerpt, error) \
              SELECT v ->> 0, v ->> 1, v ->> 2, v ->> 3, v ->> 4, v ->> 5 \
              FROM r JOIN deliveries d ON d.id = v ->> 0 AND d.claim = v ->> 8; \
+             WITH r(v) AS MATERIALIZED (SELECT value FROM json_each(?1)) \
              UPDATE deliveries SET attempt_count = attempt_count + 1, \
-                 status = CASE WHEN r.new_status = 'pending' AND deliveries.status <> 'pending' \
-                               THEN deliveries.status ELSE r.new_status END, \
+                 status = CASE WHEN rec.new_status = 'pending' AND deliveries.status <> 'pending' \
+                               THEN deliveries.status ELSE rec.new_status END, \
                  next_attempt_at = CASE \
-                     WHEN r.new_status <> 'pending' THEN r.next_at \
+                     WHEN rec.new_status <> 'pending' THEN rec.next_at \
                      WHEN deliveries.status <> 'pending' THEN deliveries.next_attempt_at \
                      WHEN (SELECT status FROM subscribers WHERE id = deliveries.subscriber_id) \
-                          = 'active' THEN r.next_at \
+                          = 'active' THEN rec.next_at \
                      ELSE NULL END, \
-                 updated_at = r.at, claim = NULL, claimed_until = NULL \
-             FROM (SELECT value ->> 0 AS id, value ->> 1 AS at, value ->> 6 AS new_status, \
-                          value ->> 7 AS next_at, value ->> 8 AS claim \
-                   FROM json_each(?1)) AS r \
-             WHERE deliveries.id = r.id AND deliveries.claim = r.claim; \
+                 updated_at = rec.at, claim = NULL, claimed_until = NULL \
+             FROM (SELECT v ->> 0 AS id, v ->> 1 AS at, v ->> 6 AS new_status, \
+                          v ->> 7 AS next_at, v ->> 8 AS claim FROM r) AS rec \
+             WHERE deliveries.id = rec.id AND deliveries.claim = rec.claim; \
              SELECT changes()",
         )
         .bind(&rows)
