@@ -1261,9 +1261,9 @@ async fn a_store_from_before_event_keys_keeps_its_events_deliveries_and_attempts
          INSERT INTO deliveries (id, event_id, subscriber_id, status, attempt_count, \
                  next_attempt_at, created_at, updated_at) VALUES \
              ('{delivered}', '{sent}', '{subscriber}', 'delivered', 1, NULL, {t1}, {t2}), \
-             ('{pending}', '{waiting}', '{subscriber}', 'pending', 0, {t2}, {t2}, {t2}); \
-         INSERT INTO attempts (delivery_id, at, outcome, status_code) \
-             VALUES ('{delivered}', {t2}, 'delivered', 200);",
+             ('{pending}', '{waiting}', '{subscriber}', 'pending', 1, {t2}, {t2}, {t2}); \
+         INSERT INTO attempts (delivery_id, at, outcome, status_code) VALUES \
+             ('{delivered}', {t2}, 'delivered', 200), ('{pending}', {t2}, 'retry', 503);",
         kind = EventType::ChatMessageCreated,
         secret = SigningSecret::generate().expose(),
         t0 = at(0),
@@ -1288,7 +1288,7 @@ async fn a_store_from_before_event_keys_keeps_its_events_deliveries_and_attempts
     assert_eq!(
         seen,
         [
-            (&pending, &waiting, &order, DeliveryStatus::Pending, 0),
+            (&pending, &waiting, &order, DeliveryStatus::Pending, 1),
             (&delivered, &sent, &order, DeliveryStatus::Delivered, 1),
         ]
     );
@@ -1300,6 +1300,17 @@ async fn a_store_from_before_event_keys_keeps_its_events_deliveries_and_attempts
     assert_eq!(
         (&claimed[0].id, &claimed[0].event_id, &*claimed[0].payload),
         (&pending, &waiting, r#"{"n":2}"#)
+    );
+    // An attempt made now is listed after the ones made before.
+    store
+        .record_attempts(&[attempt(&claimed[0], AttemptResolution::Delivered, 200)])
+        .await
+        .unwrap();
+    let retried = &deliveries_of(&*store, &claimed[0].subscriber).await[0];
+    let codes: Vec<_> = retried.attempts.iter().map(|a| a.status_code).collect();
+    assert_eq!(
+        (retried.status, codes),
+        (DeliveryStatus::Delivered, vec![Some(503), Some(200)])
     );
     // New events fan out next to the migrated ones.
     let summary = store.commit_poll(&poll(&order, 3, 4, t(4))).await.unwrap();

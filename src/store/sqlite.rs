@@ -626,9 +626,17 @@ async fn load_deliveries(
     }
 
     let ids = id_list(rows.iter().map(|r| r.id.as_str()));
+    // Each delivery's latest attempt is in its own row, after the earlier ones in `attempts`.
     let attempt_rows = sqlx::query_as::<_, AttemptRow>(
-        "SELECT delivery_id, at, outcome, status_code, response_excerpt, error FROM attempts \
-         WHERE delivery_id IN (SELECT value FROM json_each(?1)) ORDER BY at, seq",
+        "SELECT delivery_id, at, outcome, status_code, response_excerpt, error FROM ( \
+             SELECT delivery_id, at, outcome, status_code, response_excerpt, error, seq \
+             FROM attempts WHERE delivery_id IN (SELECT value FROM json_each(?1)) \
+             UNION ALL \
+             SELECT id, last_attempt_at, last_outcome, last_status_code, \
+                 last_response_excerpt, last_error, NULL \
+             FROM deliveries \
+             WHERE id IN (SELECT value FROM json_each(?1)) AND last_attempt_at IS NOT NULL) \
+         ORDER BY at, seq IS NULL, seq",
     )
     .bind(&ids)
     .fetch_all(&mut *conn)
@@ -1390,7 +1398,8 @@ impl Store for SqliteStore {
             tracing::info!(subscriber_id = %subscriber_id, reason, "subscriber disabled");
         }
         // Both statements go to the connection's thread in one hop; how many records applied
-        // comes back as the last statement's one row.
+        // comes back as the last statement's one row. A delivery row holds its latest attempt:
+        // the one it held before moves to `attempts`.
         // A retry never revives a delivery parked meanwhile (its subscriber was deleted while
         // the attempt was in flight), nor un-pauses one whose subscriber was disabled meanwhile
         // (by this very batch, too); a final outcome is always recorded.
@@ -1398,8 +1407,10 @@ impl Store for SqliteStore {
             "WITH r(v) AS MATERIALIZED (SELECT value FROM json_each(?1)) \
              INSERT INTO attempts \
                  (delivery_id, at, outcome, status_code, response_excerpt, error) \
-             SELECT v ->> 0, v ->> 1, v ->> 2, v ->> 3, v ->> 4, v ->> 5 \
-             FROM r JOIN deliveries d ON d.id = v ->> 0 AND d.claim = v ->> 8; \
+             SELECT d.id, d.last_attempt_at, d.last_outcome, d.last_status_code, \
+                 d.last_response_excerpt, d.last_error \
+             FROM r JOIN deliveries d ON d.id = v ->> 0 AND d.claim = v ->> 8 \
+             WHERE d.last_attempt_at IS NOT NULL; \
              WITH r(v) AS MATERIALIZED (SELECT value FROM json_each(?1)) \
              UPDATE deliveries SET attempt_count = attempt_count + 1, \
                  status = CASE WHEN rec.new_status = 'pending' AND deliveries.status <> 'pending' \
@@ -1410,9 +1421,14 @@ impl Store for SqliteStore {
                      WHEN (SELECT status FROM subscribers WHERE id = deliveries.subscriber_id) \
                           = 'active' THEN rec.next_at \
                      ELSE NULL END, \
-                 updated_at = rec.at, claim = NULL, claimed_until = NULL \
-             FROM (SELECT v ->> 0 AS id, v ->> 1 AS at, v ->> 6 AS new_status, \
-                          v ->> 7 AS next_at, v ->> 8 AS claim FROM r) AS rec \
+                 updated_at = rec.at, claim = NULL, claimed_until = NULL, \
+                 last_attempt_at = rec.at, last_outcome = rec.outcome, \
+                 last_status_code = rec.status_code, last_response_excerpt = rec.excerpt, \
+                 last_error = rec.error \
+             FROM (SELECT v ->> 0 AS id, v ->> 1 AS at, v ->> 2 AS outcome, \
+                          v ->> 3 AS status_code, v ->> 4 AS excerpt, v ->> 5 AS error, \
+                          v ->> 6 AS new_status, v ->> 7 AS next_at, v ->> 8 AS claim \
+                   FROM r) AS rec \
              WHERE deliveries.id = rec.id AND deliveries.claim = rec.claim; \
              SELECT changes()",
         )
