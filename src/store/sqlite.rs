@@ -1398,8 +1398,9 @@ impl Store for SqliteStore {
             tracing::info!(subscriber_id = %subscriber_id, reason, "subscriber disabled");
         }
         // Both statements go to the connection's thread in one hop; how many records applied
-        // comes back as the last statement's one row. A delivery row holds its latest attempt:
-        // the one it held before moves to `attempts`.
+        // comes back as the last statement's one row. Each statement uses `?1` only: sqlx binds
+        // a later statement's parameters by position once one skips a number. A delivery row
+        // holds its latest attempt: the one it held before moves to `attempts`.
         // A retry never revives a delivery parked meanwhile (its subscriber was deleted while
         // the attempt was in flight), nor un-pauses one whose subscriber was disabled meanwhile
         // (by this very batch, too); a final outcome is always recorded.
