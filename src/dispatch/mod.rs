@@ -418,7 +418,7 @@ impl Dispatcher {
     /// claim is made whenever a whole batch fits, so sends overlap with claims and records, and
     /// one slow receiver holds only its own slots. A delivery still waiting one send timeout
     /// after its claim is not sent (its lease would not cover the send and the record): it is
-    /// retried when its lease ends. Finished attempts go to a recorder that writes whatever has
+    /// put back, due at once. Finished attempts go to a recorder that writes whatever has
     /// finished since its last write in one call.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let (finished, to_record) = mpsc::unbounded_channel();

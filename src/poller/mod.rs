@@ -196,7 +196,7 @@ impl Poller {
         let (store, handoff) = (Arc::clone(&self.store), self.handoff.clone());
         // Its own task, so a shutdown dropping the round cannot stop it between the commit and
         // the hand-over: deliveries claimed for the dispatcher would wait out their lease.
-        let (commits, committed, handed_over) = tokio::spawn(async move {
+        let (commits, summaries, handed_over) = tokio::spawn(async move {
             let offer = handoff.as_ref().and_then(Handoff::offer);
             let committed = store
                 .commit_polls(&commits, offer.as_ref().map(Offer::claim))
@@ -215,7 +215,7 @@ impl Poller {
         .unwrap_or_else(|joined| std::panic::resume_unwind(joined.into_panic()))?;
 
         let mut round = PollRound::default();
-        for (commit, summary) in commits.iter().zip(&committed) {
+        for (commit, summary) in commits.iter().zip(&summaries) {
             if summary.events_inserted > 0 {
                 tracing::info!(
                     order_id = %commit.order_id,

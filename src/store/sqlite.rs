@@ -942,6 +942,12 @@ impl Store for SqliteStore {
                 )
             })
             .collect();
+        let event_ids = id_list(
+            commits
+                .iter()
+                .flat_map(|commit| &commit.events)
+                .map(|event| event.id.as_str()),
+        );
         let event_rows = to_json(&event_rows);
         let mut tx = self.write_tx().await?;
         if !seen_rows.is_empty() {
@@ -981,15 +987,15 @@ impl Store for SqliteStore {
         if commits.iter().any(|commit| !commit.events.is_empty()) {
             // The events already stored come back as one row: a row per inserted event would
             // cost a hop between threads each.
-            let existing: String = sqlx::query_scalar(
+            let stored: String = sqlx::query_scalar(
                 "SELECT json_group_array(id) FROM events \
-                 WHERE id IN (SELECT value ->> 0 FROM json_each(?1))",
+                 WHERE id IN (SELECT value FROM json_each(?1))",
             )
-            .bind(&event_rows)
+            .bind(&event_ids)
             .fetch_one(&mut *tx)
             .await?;
-            let existing: HashSet<String> =
-                serde_json::from_str(&existing).map_err(json_error("stored event ids"))?;
+            let stored: Vec<String> =
+                serde_json::from_str(&stored).map_err(json_error("stored event ids"))?;
             sqlx::query(
                 "WITH r(v) AS MATERIALIZED (SELECT value FROM json_each(?1)) \
                  INSERT INTO events (id, order_id, type, payload, created_at) \
@@ -1000,16 +1006,12 @@ impl Store for SqliteStore {
             .bind(&event_rows)
             .execute(&mut *tx)
             .await?;
-            let mut inserted: HashSet<&str> = commits
-                .iter()
-                .flat_map(|commit| &commit.events)
-                .map(|event| event.id.as_str())
-                .filter(|id| !existing.contains(*id))
-                .collect();
+            // An event is new where it was neither stored before nor earlier in this batch.
+            let mut known: HashSet<&str> = stored.iter().map(String::as_str).collect();
             let mut new_events = Vec::new();
             for (index, commit) in commits.iter().enumerate() {
                 for event in &commit.events {
-                    if inserted.remove(event.id.as_str()) {
+                    if known.insert(event.id.as_str()) {
                         summaries[index].events_inserted += 1;
                         new_events.push((index, event));
                     }
