@@ -6,8 +6,8 @@
 //!
 //! [`Dispatcher::deliver_next`] is one step (claim a batch, send it, record it); [`Dispatcher::run`]
 //! pipelines the same pieces so sends never wait for each other: it claims ahead while sends are
-//! in flight, starts each claimed send as soon as one of the `concurrency` slots frees, and records
-//! finished attempts in one write per batch that finished meanwhile (a group commit).
+//! in flight, `concurrency` send workers take the claimed sends from one queue in order, and
+//! finished attempts are recorded in one write per batch that finished meanwhile (a group commit).
 
 mod handoff;
 mod rate;
@@ -22,7 +22,8 @@ use rand::Rng;
 use std::collections::hash_map::{Entry, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::{mpsc, Mutex, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -47,7 +48,7 @@ const MAX_RECORDS: usize = 1024;
 /// wait for the next claim to come back.
 const CLAIM_BATCHES: usize = 32;
 /// How many batches of `concurrency` deliveries `run` holds at once, claimed or handed over,
-/// in flight or waiting for a send slot (the memory bound of a backlog).
+/// in flight or queued for a send worker (the memory bound of a backlog).
 const HELD_BATCHES: usize = 256;
 
 pub struct Dispatcher {
@@ -63,11 +64,18 @@ pub struct Dispatcher {
     handoff: Handoff,
 }
 
-/// Where started sends take a slot and leave their attempts.
-struct SendQueue {
-    slots: Arc<Semaphore>,
-    finished: mpsc::UnboundedSender<Attempted>,
+/// A send waiting for a worker, with its share of the held room.
+struct QueuedSend {
+    group: Vec<ClaimedDelivery>,
+    held: Option<OwnedSemaphorePermit>,
+    /// Not sent after this: the lease would not cover the send and its record.
+    start_by: tokio::time::Instant,
 }
+
+/// The send workers' queue, shared by all of them. A queue and long-lived workers rather than a
+/// task per send: a backlog of thousands then costs no task, no semaphore wait and no
+/// cancellation waiter per delivery.
+type SendJobs = Arc<Mutex<mpsc::UnboundedReceiver<QueuedSend>>>;
 
 /// Splits a claimed batch into sends: an e-mail digest subscriber's deliveries of one order
 /// go together (the fan-out made them due together), in the order their events were detected;
@@ -191,7 +199,7 @@ fn log_attempt(delivery: &ClaimedDelivery, record: &AttemptRecord) {
     }
 }
 
-/// How long a claim holds: a wait for a send slot of up to one send timeout (a delivery that
+/// How long a claim holds: a wait for a send worker of up to one send timeout (a delivery that
 /// waited longer is not sent), the send, and its record.
 fn lease(settings: &DeliverySettings) -> Duration {
     2 * settings.timeout + LEASE_MARGIN
@@ -263,7 +271,7 @@ impl Dispatcher {
     /// Claims up to `limit` due deliveries and keeps those their subscriber's send rate allows
     /// now (the others are put back).
     ///
-    /// The lease covers a wait for a send slot of up to one send timeout (a delivery that waited
+    /// The lease covers a wait for a send worker of up to one send timeout (a delivery that waited
     /// longer is not sent: see [`Dispatcher::run`]), the send, and its record.
     async fn claim(&self, limit: usize) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let now = Utc::now();
@@ -413,31 +421,54 @@ impl Dispatcher {
     /// their records `shutdown_grace` to finish (what does not finish is retried once its lease
     /// ends).
     ///
-    /// Up to `concurrency` sends are in flight at any time, and more wait for a slot, claimed
-    /// from the store or handed over by the poller (see [`Handoff`]), within the held room. A
-    /// claim is made whenever a whole batch fits, so sends overlap with claims and records, and
-    /// one slow receiver holds only its own slots. A delivery still waiting one send timeout
-    /// after its claim is not sent (its lease would not cover the send and the record): it is
-    /// put back, due at once. Finished attempts go to a recorder that writes whatever has
-    /// finished since its last write in one call.
+    /// `concurrency` send workers take sends from one queue in order, claimed from the store or
+    /// handed over by the poller (see [`Handoff`]), within the held room. A claim is made
+    /// whenever a whole batch fits, so sends overlap with claims and records, and one slow
+    /// receiver holds only the workers sending to it. A delivery still queued one send timeout
+    /// after its claim is not sent (its lease would not cover the send and the record): it is put
+    /// back, due at once. Finished attempts go to a recorder that writes whatever has finished
+    /// since its last write in one call.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let (finished, to_record) = mpsc::unbounded_channel();
-        let queue = SendQueue {
-            slots: Arc::new(Semaphore::new(self.settings.concurrency.max(1))),
-            finished,
-        };
+        let (queue, jobs) = mpsc::unbounded_channel();
+        let jobs: SendJobs = Arc::new(Mutex::new(jobs));
         let recorder = tokio::spawn(Arc::clone(&self).record_finished(to_record));
-        let (mut claimed, mut handed) = tokio::join!(
-            self.claim_loop(&queue, &cancel),
-            self.intake_loop(&queue, &cancel)
-        );
+        let mut workers = JoinSet::new();
+        for _ in 0..self.settings.concurrency.max(1) {
+            let worker =
+                Arc::clone(&self).send_worker(Arc::clone(&jobs), finished.clone(), cancel.clone());
+            workers.spawn(worker);
+        }
+        drop(finished);
 
+        {
+            let feeding = async {
+                tokio::join!(
+                    self.claim_loop(&queue, &cancel),
+                    self.intake_loop(&queue, &cancel)
+                )
+            };
+            tokio::pin!(feeding);
+            loop {
+                tokio::select! {
+                    _ = &mut feeding => break,
+                    // Before cancellation a worker only ends by panicking, which goes on here.
+                    Some(joined) = workers.join_next() => settle(joined),
+                }
+            }
+        }
         drop(queue);
         let drained = async {
-            while let Some(joined) = claimed.join_next().await {
-                settle(joined);
-            }
-            while let Some(joined) = handed.join_next().await {
+            // What no worker took goes back first; the workers finish the sends they started.
+            let unsent: Vec<ClaimedDelivery> = {
+                let mut jobs = jobs.lock().await;
+                jobs.close();
+                std::iter::from_fn(|| jobs.try_recv().ok())
+                    .flat_map(|job| job.group)
+                    .collect()
+            };
+            handoff::release(self.store.as_ref(), &unsent).await;
+            while let Some(joined) = workers.join_next().await {
                 settle(joined);
             }
             recorder.await
@@ -451,15 +482,14 @@ impl Dispatcher {
         }
     }
 
-    /// Claims due deliveries whenever a batch fits in the room, until cancelled; returns the
-    /// sends it started.
+    /// Claims due deliveries whenever a batch fits in the room, until cancelled, and queues
+    /// their sends.
     async fn claim_loop(
         self: &Arc<Self>,
-        queue: &SendQueue,
+        queue: &mpsc::UnboundedSender<QueuedSend>,
         cancel: &CancellationToken,
-    ) -> JoinSet<()> {
+    ) {
         let concurrency = self.settings.concurrency.max(1);
-        let mut in_flight = JoinSet::new();
         while !cancel.is_cancelled() {
             let mut room = tokio::select! {
                 room = Arc::clone(&self.room).acquire_many_owned(concurrency as u32) => {
@@ -481,9 +511,7 @@ impl Dispatcher {
                     drop(room);
                     self.idle(started, cancel).await;
                 }
-                Ok(batch) => {
-                    self.start_sends(batch, room, start_by, queue, cancel, &mut in_flight);
-                }
+                Ok(batch) => self.queue_sends(batch, room, start_by, queue).await,
                 Err(err) => {
                     tracing::error!(error = ?err, "cannot claim deliveries");
                     tokio::select! {
@@ -492,23 +520,18 @@ impl Dispatcher {
                     }
                 }
             }
-            while let Some(joined) = in_flight.try_join_next() {
-                settle(joined);
-            }
         }
-        in_flight
     }
 
-    /// Starts the sends of what the poller hands over, until cancelled; then refuses more and
-    /// puts back what was already handed over. Returns the sends it started.
+    /// Queues the sends of what the poller hands over, until cancelled; then refuses more and
+    /// puts back what was already handed over.
     async fn intake_loop(
         self: &Arc<Self>,
-        queue: &SendQueue,
+        queue: &mpsc::UnboundedSender<QueuedSend>,
         cancel: &CancellationToken,
-    ) -> JoinSet<()> {
-        let mut in_flight = JoinSet::new();
+    ) {
         let Some(mut intake) = self.handoff.take_intake() else {
-            return in_flight;
+            return;
         };
         self.handoff.set_running(true);
         loop {
@@ -518,61 +541,77 @@ impl Dispatcher {
             };
             let Some(handed) = handed else { break };
             let batch = self.admit(handed.batch, Utc::now()).await;
-            let (room, start_by) = (handed.room, handed.start_by);
-            self.start_sends(batch, room, start_by, queue, cancel, &mut in_flight);
-            while let Some(joined) = in_flight.try_join_next() {
-                settle(joined);
-            }
+            self.queue_sends(batch, handed.room, handed.start_by, queue)
+                .await;
         }
         self.handoff.set_running(false);
         intake.close();
         while let Some(handed) = intake.recv().await {
             handoff::release(self.store.as_ref(), &handed.batch).await;
         }
-        in_flight
     }
 
-    /// Starts one task per send of `batch`; each waits for a send slot and keeps its share of
-    /// `room` until sent. A send that gets no slot by `start_by` (its lease would not cover the
-    /// send and the record), or before `cancel`, is put back in the store unattempted.
-    fn start_sends(
-        self: &Arc<Self>,
+    /// Queues one send per group of `batch` for the workers, each with its share of `room`;
+    /// puts the batch back in the store if the workers are gone.
+    async fn queue_sends(
+        &self,
         batch: Vec<ClaimedDelivery>,
         mut room: OwnedSemaphorePermit,
         start_by: tokio::time::Instant,
-        queue: &SendQueue,
-        cancel: &CancellationToken,
-        in_flight: &mut JoinSet<()>,
+        queue: &mpsc::UnboundedSender<QueuedSend>,
     ) {
+        let mut unsent = Vec::new();
         for group in sends(batch) {
             let held = room.split(group.len());
-            let (this, slots, finished, cancel) = (
-                Arc::clone(self),
-                Arc::clone(&queue.slots),
-                queue.finished.clone(),
-                cancel.clone(),
-            );
-            in_flight.spawn(async move {
-                let slot = tokio::select! {
-                    biased;
-                    () = cancel.cancelled() => None,
-                    slot = slots.acquire_owned() => slot.ok(),
-                };
-                let late = tokio::time::Instant::now() > start_by;
-                if slot.is_none() || late {
-                    if late {
-                        tracing::warn!(
-                            count = group.len(),
-                            "no send slot within the send timeout; put back unattempted"
-                        );
-                    }
-                    handoff::release(this.store.as_ref(), &group).await;
-                    return;
+            let job = QueuedSend {
+                group,
+                held,
+                start_by,
+            };
+            if let Err(refused) = queue.send(job) {
+                unsent.extend(refused.0.group);
+            }
+        }
+        handoff::release(self.store.as_ref(), &unsent).await;
+    }
+
+    /// Sends what is queued, one send at a time, until cancelled or the queue closes. A send
+    /// taken after its `start_by` is put back in the store unattempted.
+    async fn send_worker(
+        self: Arc<Self>,
+        jobs: SendJobs,
+        finished: mpsc::UnboundedSender<Attempted>,
+        cancel: CancellationToken,
+    ) {
+        while !cancel.is_cancelled() {
+            let job = {
+                let mut jobs = jobs.lock().await;
+                // Waiting on the cancellation only when the queue is empty keeps a busy
+                // worker's loop free of waiter registrations.
+                match jobs.try_recv() {
+                    Ok(job) => job,
+                    Err(TryRecvError::Disconnected) => return,
+                    Err(TryRecvError::Empty) => tokio::select! {
+                        biased;
+                        () = cancel.cancelled() => return,
+                        job = jobs.recv() => match job {
+                            Some(job) => job,
+                            None => return,
+                        },
+                    },
                 }
-                // The recorder outlives every send; nothing is lost if it did not.
-                let _ = finished.send(this.attempt(group).await);
-                drop(held);
-            });
+            };
+            if tokio::time::Instant::now() > job.start_by {
+                tracing::warn!(
+                    count = job.group.len(),
+                    "no send worker within the send timeout; put back unattempted"
+                );
+                handoff::release(self.store.as_ref(), &job.group).await;
+                continue;
+            }
+            // The recorder outlives every send; nothing is lost if it did not.
+            let _ = finished.send(self.attempt(job.group).await);
+            drop(job.held);
         }
     }
 

@@ -400,7 +400,7 @@ async fn a_burst_larger_than_the_dispatchers_room_is_delivered_exactly_once() {
 }
 
 #[tokio::test]
-async fn deliveries_that_wait_past_the_send_timeout_for_a_slot_are_put_back_not_left_to_their_lease(
+async fn deliveries_that_wait_past_the_send_timeout_for_a_worker_are_put_back_not_left_to_their_lease(
 ) {
     let (base_url, upstream, _stop_simulator) = simulate().await;
     // A receiver taking 200 ms per request, one request at a time, a 1 s send timeout: of 20
@@ -420,10 +420,10 @@ async fn deliveries_that_wait_past_the_send_timeout_for_a_slot_are_put_back_not_
 }
 
 #[tokio::test]
-async fn stopping_puts_back_what_waits_for_a_send_slot_and_a_restart_sends_it_at_once() {
+async fn stopping_puts_back_what_waits_for_a_send_worker_and_a_restart_sends_it_at_once() {
     let (base_url, upstream, _stop_simulator) = simulate().await;
     let receiver = Receiver::start_slow(Duration::from_millis(200)).await;
-    // A short grace: a send still waiting for its slot when it ends would otherwise be dropped
+    // A short grace: a send still queued for a worker when it ends would otherwise be dropped
     // with its claim held for the lease (2 x 15 s + 30 s), longer than the wait below.
     let configure = |s: &mut Settings| {
         use_simulator(s, &base_url);
