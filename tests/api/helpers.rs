@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use tempfile::TempDir;
@@ -514,6 +515,8 @@ struct ReceiverState {
     requests: Mutex<Vec<Received>>,
     /// How long each request takes to answer.
     delay: Duration,
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
 }
 
 /// A real axum server on loopback that records every request and answers the scripted statuses
@@ -557,6 +560,11 @@ impl Receiver {
     pub fn requests(&self) -> Vec<Received> {
         self.state.requests.lock().unwrap().clone()
     }
+
+    /// The most requests it was answering at once.
+    pub fn most_in_flight(&self) -> usize {
+        self.state.most_in_flight.load(Ordering::SeqCst)
+    }
 }
 
 async fn receive(
@@ -570,6 +578,11 @@ async fn receive(
         .unwrap()
         .push(Received { headers, body });
     let status = state.script.lock().unwrap().pop_front().unwrap_or(200);
+    let now_in_flight = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state
+        .most_in_flight
+        .fetch_max(now_in_flight, Ordering::SeqCst);
     tokio::time::sleep(state.delay).await;
+    state.in_flight.fetch_sub(1, Ordering::SeqCst);
     StatusCode::from_u16(status).expect("a valid status")
 }

@@ -400,6 +400,23 @@ async fn a_burst_larger_than_the_dispatchers_room_is_delivered_exactly_once() {
 }
 
 #[tokio::test]
+async fn a_backlog_is_sent_exactly_delivery_concurrency_at_a_time() {
+    let (base_url, upstream, _stop_simulator) = simulate().await;
+    // 50 ms per request: the three workers' sends overlap, and a fourth would show.
+    let receiver = Receiver::start_slow(Duration::from_millis(50)).await;
+    let app = polling_the_simulator(&receiver, |s| {
+        use_simulator(s, &base_url);
+        s.delivery.concurrency = 3;
+    })
+    .await;
+
+    add_messages(&upstream, 30);
+
+    assert_every_message_arrives_once(&receiver, &base_url, app).await;
+    assert_eq!(receiver.most_in_flight(), 3);
+}
+
+#[tokio::test]
 async fn deliveries_that_wait_past_the_send_timeout_for_a_worker_are_put_back_not_left_to_their_lease(
 ) {
     let (base_url, upstream, _stop_simulator) = simulate().await;
