@@ -485,7 +485,7 @@ impl Dispatcher {
     /// Claims due deliveries whenever a batch fits in the room, until cancelled, and queues
     /// their sends.
     async fn claim_loop(
-        self: &Arc<Self>,
+        &self,
         queue: &mpsc::UnboundedSender<QueuedSend>,
         cancel: &CancellationToken,
     ) {
@@ -526,7 +526,7 @@ impl Dispatcher {
     /// Queues the sends of what the poller hands over, until cancelled; then refuses more and
     /// puts back what was already handed over.
     async fn intake_loop(
-        self: &Arc<Self>,
+        &self,
         queue: &mpsc::UnboundedSender<QueuedSend>,
         cancel: &CancellationToken,
     ) {
@@ -552,7 +552,7 @@ impl Dispatcher {
     }
 
     /// Queues one send per group of `batch` for the workers, each with its share of `room`;
-    /// puts the batch back in the store if the workers are gone.
+    /// what the queue refuses (only once closed) goes back in the store.
     async fn queue_sends(
         &self,
         batch: Vec<ClaimedDelivery>,
