@@ -1,6 +1,7 @@
 //! The SQLite store against real database files in a tempdir.
 
 use chrono::{DateTime, Duration, Utc};
+use std::collections::HashMap;
 use std::sync::Arc;
 use tempfile::TempDir;
 
@@ -267,6 +268,60 @@ async fn batches_larger_than_one_statement_commit_and_record_every_row() {
         .unwrap();
     assert_eq!(delivered.len(), 1400);
     assert!(delivered.iter().all(|d| d.attempts.len() == 1));
+}
+
+#[tokio::test]
+async fn each_event_of_a_batch_stores_its_own_payload_byte_for_byte() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    let orders = [
+        watched(&*store, "1001").await,
+        watched(&*store, "1002").await,
+    ];
+    subscriber(&*store, SubscriberFilter::default()).await;
+    // Multi-byte characters and different lengths: each payload must come back whole, from
+    // its own bytes, not its neighbour's.
+    let bodies = ["é", "Bananas — ça va? 🍌", "", "🥛🥛🥛 oat milk", "plain"];
+    let mut sent = HashMap::new();
+    let commits: Vec<PollCommit> = orders
+        .iter()
+        .map(|order| {
+            let events = bodies
+                .iter()
+                .zip(1..)
+                .map(|(body, message)| {
+                    let id = EventId::derive(EventType::ChatMessageCreated, order, Some(message));
+                    let payload = format!(r#"{{"order":"{order}","body":"{body}"}}"#);
+                    sent.insert(id.clone(), payload.clone());
+                    NewEvent::new(
+                        id,
+                        order.clone(),
+                        EventType::ChatMessageCreated,
+                        payload,
+                        t(1),
+                    )
+                })
+                .collect();
+            PollCommit {
+                new_chat: (1..=bodies.len() as i64).map(|id| (id, false)).collect(),
+                new_lifecycle: vec![],
+                events,
+                ..poll(order, 0, 0, t(1))
+            }
+        })
+        .collect();
+
+    store.commit_polls(&commits, None).await.unwrap();
+
+    let claimed = store
+        .claim_due_deliveries(t(1), t(1) + LEASE, 100)
+        .await
+        .unwrap();
+    let stored: HashMap<EventId, String> = claimed
+        .iter()
+        .map(|d| (d.event_id.clone(), d.payload.to_string()))
+        .collect();
+    assert_eq!(stored, sent);
 }
 
 #[tokio::test]

@@ -897,6 +897,9 @@ impl Store for SqliteStore {
         let mut seen_rows = Vec::new();
         let mut read_rows = Vec::new();
         let mut event_rows = Vec::new();
+        // Payloads travel beside the JSON rows, as one blob the rows point into: inside a JSON
+        // string each would be escaped here, then parsed and unescaped again by SQLite.
+        let mut payloads = Vec::new();
         for commit in commits {
             let order_id = commit.order_id.as_str();
             seen_rows.extend(
@@ -912,15 +915,19 @@ impl Store for SqliteStore {
                     .map(|&id| (order_id, "lifecycle", id, false)),
             );
             read_rows.extend(commit.newly_read.iter().map(|&id| (order_id, id)));
-            event_rows.extend(commit.events.iter().map(|event| {
-                (
+            for event in &commit.events {
+                // 1-based, as SQLite's `substr` counts.
+                let start = payloads.len() + 1;
+                payloads.extend_from_slice(event.payload.as_bytes());
+                event_rows.push((
                     event.id.as_str(),
                     event.order_id.as_str(),
                     event.event_type.as_str(),
-                    event.payload.as_str(),
                     ms(event.created_at),
-                )
-            }));
+                    start,
+                    event.payload.len(),
+                ));
+            }
         }
         // Of two commits of the same order, the later one's progress stands.
         let mut progressed = HashSet::new();
@@ -996,14 +1003,18 @@ impl Store for SqliteStore {
             .await?;
             let stored: Vec<String> =
                 serde_json::from_str(&stored).map_err(json_error("stored event ids"))?;
+            // A blob's `substr` counts bytes; the cast reads them back as the UTF-8 text they
+            // were.
             sqlx::query(
                 "WITH r(v) AS MATERIALIZED (SELECT value FROM json_each(?1)) \
                  INSERT INTO events (id, order_id, type, payload, created_at) \
-                 SELECT v ->> 0, v ->> 1, v ->> 2, v ->> 3, v ->> 4 \
+                 SELECT v ->> 0, v ->> 1, v ->> 2, \
+                     CAST(substr(?2, v ->> 4, v ->> 5) AS TEXT), v ->> 3 \
                  FROM r WHERE true \
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(&event_rows)
+            .bind(&payloads)
             .execute(&mut *tx)
             .await?;
             // An event is new where it was neither stored before nor earlier in this batch.
