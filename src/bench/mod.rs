@@ -73,6 +73,8 @@ const PROBE_ORDER: usize = 99_999_999;
 const POLL_JITTER: f64 = 0.1;
 /// How often the bench looks at what arrived, and adds steady messages.
 const TICK: Duration = Duration::from_millis(5);
+/// How many slices a steady scenario's orders are registered in, one poll interval apart in all.
+const REGISTRATION_SLICES: usize = 50;
 /// A net under the phases' own deadlines (which report what was missing) in case one hangs.
 const HANG_MARGIN: Duration = Duration::from_secs(30);
 
@@ -382,7 +384,11 @@ async fn run_validated(options: BenchOptions) -> Result<BenchReport, BenchError>
         subscribers: options.subscribers,
         deadline,
     };
-    rig.baseline().await?;
+    let spread = match options.scenario {
+        Scenario::Burst { .. } => Duration::ZERO,
+        Scenario::Steady { poll_interval, .. } => poll_interval,
+    };
+    rig.baseline(spread).await?;
     rig.sim.set_faults(options.simulator_faults)?;
     rig.receiver.set_fail_rate(options.receiver_fail_rate);
 
@@ -439,14 +445,30 @@ async fn sample_body(
 }
 
 impl Rig {
-    /// Registers the orders (empty: a first poll announces nothing) and waits until each has
-    /// been polled once, so the scenario starts from a bridge that knows them all.
-    async fn baseline(&mut self) -> Result<(), BenchError> {
+    /// Registers the orders (empty: a first poll announces nothing), spread evenly over
+    /// `spread`, and waits until each has been polled once, so the scenario starts from a bridge
+    /// that knows them all.
+    ///
+    /// Spread over one poll interval, the orders' polls are spread over it too, as when orders
+    /// come one by one. Registered at once, their polls would come in waves an interval apart
+    /// (the jitter disperses them only slowly), and the polls counted in a window would depend
+    /// on where its ends cut the waves: a few percent either way.
+    async fn baseline(&mut self, spread: Duration) -> Result<(), BenchError> {
         let keys: Vec<&str> = self.orders.iter().map(OrderId::as_str).collect();
         self.sim.add_empty_orders(&keys);
         let served_before = self.sim.orders_served();
         let keys: Vec<String> = keys.into_iter().map(str::to_owned).collect();
-        self.bridge.watch_orders(&keys).await?;
+        let slices = if spread.is_zero() {
+            1
+        } else {
+            REGISTRATION_SLICES
+        };
+        let registering = Instant::now();
+        for (slice, orders) in keys.chunks(keys.len().div_ceil(slices).max(1)).enumerate() {
+            let due = registering + spread.mul_f64(slice as f64 / slices as f64);
+            tokio::time::sleep_until(due.into()).await;
+            self.bridge.watch_orders(orders).await?;
+        }
         let target = served_before + self.orders.len();
         loop {
             let served = self.sim.orders_served();
