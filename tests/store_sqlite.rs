@@ -166,6 +166,34 @@ async fn committing_the_same_poll_twice_creates_events_and_deliveries_once() {
     assert_eq!(stored.next_poll_at, Some(t(6)));
 }
 
+#[tokio::test]
+async fn a_batch_with_an_order_never_watched_is_refused_whole() {
+    let dir = TempDir::new().unwrap();
+    let (store, order) = watching_order(&dir).await;
+    subscriber(&*store, SubscriberFilter::default()).await;
+    let stranger = order_id("999999");
+
+    let batch = [poll(&order, 11, 21, t(1)), poll(&stranger, 12, 22, t(1))];
+    store
+        .commit_polls(&batch, None)
+        .await
+        .expect_err("events of an unknown order break a foreign key");
+
+    let (stored, counts) = store.get_order(&order).await.unwrap().unwrap();
+    assert_eq!((counts.chat_messages, counts.events), (0, 0));
+    assert_eq!(stored.last_polled_at, None);
+    let seen = store
+        .seen_states(std::slice::from_ref(&order))
+        .await
+        .unwrap();
+    assert!(seen.values().all(|state| state.chat.is_empty()), "{seen:?}");
+    let all = store
+        .list_deliveries(&DeliveryFilter::default())
+        .await
+        .unwrap();
+    assert!(all.is_empty(), "{all:?}");
+}
+
 /// `(events_inserted, deliveries_created)` of each commit.
 fn counted(summaries: &[store::CommitSummary]) -> Vec<(u64, u64)> {
     summaries
