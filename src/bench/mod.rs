@@ -73,7 +73,7 @@ const PROBE_ORDER: usize = 99_999_999;
 const POLL_JITTER: f64 = 0.1;
 /// How often the bench looks at what arrived, and adds steady messages.
 const TICK: Duration = Duration::from_millis(5);
-/// How many slices a steady scenario's orders are registered in, one poll interval apart in all.
+/// A steady scenario registers its orders in this many slices, spread over one poll interval.
 const REGISTRATION_SLICES: usize = 50;
 /// A net under the phases' own deadlines (which report what was missing) in case one hangs.
 const HANG_MARGIN: Duration = Duration::from_secs(30);
