@@ -463,8 +463,10 @@ impl Rig {
         } else {
             REGISTRATION_SLICES
         };
+        let per_slice = keys.len().div_ceil(slices).max(1);
+        let slices = keys.len().div_ceil(per_slice).max(1);
         let registering = Instant::now();
-        for (slice, orders) in keys.chunks(keys.len().div_ceil(slices).max(1)).enumerate() {
+        for (slice, orders) in keys.chunks(per_slice).enumerate() {
             let due = registering + spread.mul_f64(slice as f64 / slices as f64);
             tokio::time::sleep_until(due.into()).await;
             self.bridge.watch_orders(orders).await?;
