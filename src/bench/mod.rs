@@ -458,12 +458,13 @@ impl Rig {
         self.sim.add_empty_orders(&keys);
         let served_before = self.sim.orders_served();
         let keys: Vec<String> = keys.into_iter().map(str::to_owned).collect();
-        let slices = if spread.is_zero() {
+        // Burst registers at once, in one slice, as it always has.
+        let wanted = if spread.is_zero() {
             1
         } else {
             REGISTRATION_SLICES
         };
-        let per_slice = keys.len().div_ceil(slices).max(1);
+        let per_slice = keys.len().div_ceil(wanted).max(1);
         let slices = keys.len().div_ceil(per_slice).max(1);
         let registering = Instant::now();
         for (slice, orders) in keys.chunks(per_slice).enumerate() {
