@@ -14,13 +14,13 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use helpers::{errors, json_body, spawn_app_with, test_settings, TestApp};
 use shopper_bridge::config::Settings;
+use shopper_bridge::domain::{
+    Delivery, DeliveryStatus, NewEvent, OrderState, PollProgress, SeenState,
+};
 use shopper_bridge::domain::{DeliveryId, OrderId, SubscriberId};
 use shopper_bridge::instacart::models::{OrderMessagesResponse, PollSnapshot};
 use shopper_bridge::poller::differ;
-use shopper_bridge::store::{
-    Delivery, DeliveryFilter, DeliveryStatus, NewEvent, OrderState, PollCommit, PollProgress,
-    SeenState,
-};
+use shopper_bridge::store::{DeliveryFilter, PollCommit};
 use shopper_bridge::templates::{EventContext, Templates};
 
 const BOT_TOKEN: &str = "xoxb-17-42-SeCrEtBoTtOkEn";

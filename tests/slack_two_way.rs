@@ -19,8 +19,9 @@ use helpers::{
     chat_messages_path, connect_error, fixture, json_body, ok_json, on_get, order_messages_path,
     spawn_app_with, test_settings, use_connect, wait_until, TestApp,
 };
+use shopper_bridge::domain::DeliveryStatus;
 use shopper_bridge::domain::{OrderId, SubscriberId};
-use shopper_bridge::store::{DeliveryFilter, DeliveryStatus};
+use shopper_bridge::store::DeliveryFilter;
 
 const SIGNING_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 const BOT_TOKEN: &str = "xoxb-17-42-SeCrEtBoTtOkEn";

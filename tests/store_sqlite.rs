@@ -6,13 +6,15 @@ use std::sync::Arc;
 use tempfile::TempDir;
 
 use shopper_bridge::domain::{
+    AttemptRecord, AttemptResolution, Channel, ClaimToken, ClaimedDelivery, DeliveryStatus,
+    MarkReadPolicy, NewEvent, NewSubscriber, OrderState, PollProgress, Subscriber,
+    SubscriberFilter, SubscriberPatch, SubscriberStatus,
+};
+use shopper_bridge::domain::{
     DeliveryId, EventId, EventType, OrderId, SigningSecret, SubscriberId, UserId,
 };
 use shopper_bridge::store::{
-    self, AttemptRecord, AttemptResolution, Channel, ClaimAtCreation, ClaimToken, ClaimedDelivery,
-    DeliveryFilter, DeliveryStatus, MarkReadPolicy, NewEvent, NewSubscriber, OrderState,
-    PollCommit, PollProgress, RetryOutcome, Store, Subscriber, SubscriberFilter, SubscriberPatch,
-    SubscriberStatus,
+    self, ClaimAtCreation, DeliveryFilter, PollCommit, RetryOutcome, Store,
 };
 
 const LEASE: Duration = Duration::seconds(30);
@@ -99,7 +101,10 @@ async fn subscriber(store: &dyn Store, filter: SubscriberFilter) -> Subscriber {
         .unwrap()
 }
 
-async fn deliveries_of(store: &dyn Store, subscriber: &Subscriber) -> Vec<store::Delivery> {
+async fn deliveries_of(
+    store: &dyn Store,
+    subscriber: &Subscriber,
+) -> Vec<shopper_bridge::domain::Delivery> {
     store
         .list_deliveries(&DeliveryFilter {
             subscriber_id: Some(subscriber.id.clone()),
@@ -110,7 +115,9 @@ async fn deliveries_of(store: &dyn Store, subscriber: &Subscriber) -> Vec<store:
 }
 
 /// A delivery's status, attempts made and next due time.
-fn standing(delivery: &store::Delivery) -> (DeliveryStatus, u32, Option<DateTime<Utc>>) {
+fn standing(
+    delivery: &shopper_bridge::domain::Delivery,
+) -> (DeliveryStatus, u32, Option<DateTime<Utc>>) {
     (
         delivery.status,
         delivery.attempt_count,
@@ -249,7 +256,7 @@ async fn a_batch_of_polls_is_summarised_per_order_and_committed_once() {
     assert_eq!(seen[&a].chat.get(&11), Some(&false));
     assert_eq!(seen[&a].lifecycle.iter().collect::<Vec<_>>(), [&21]);
     assert_eq!(seen[&b].chat.keys().collect::<Vec<_>>(), [&12]);
-    assert_eq!(seen[&unknown], store::SeenState::default());
+    assert_eq!(seen[&unknown], shopper_bridge::domain::SeenState::default());
     assert!(store.seen_states(&[]).await.unwrap().is_empty());
 }
 
@@ -545,7 +552,7 @@ async fn an_excluded_subscriber_gets_no_delivery_of_the_event() {
     commit.events[0].exclude_subscribers = vec![origin.id.clone()];
     let summary = store.commit_poll(&commit).await.unwrap();
     assert_eq!(summary.deliveries_created, 3);
-    let types = |deliveries: Vec<store::Delivery>| {
+    let types = |deliveries: Vec<shopper_bridge::domain::Delivery>| {
         let mut types: Vec<_> = deliveries.iter().map(|d| d.event_type).collect();
         types.sort_by_key(|t| t.as_str());
         types

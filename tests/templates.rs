@@ -7,14 +7,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use shopper_bridge::config::Settings;
+use shopper_bridge::domain::{
+    Channel, ClaimToken, ClaimedDelivery, MarkReadPolicy, NewEvent, SeenState, Subscriber,
+    SubscriberFilter, SubscriberStatus,
+};
 use shopper_bridge::domain::{DeliveryId, EventType, OrderId, SubscriberId};
 use shopper_bridge::instacart::models::{OrderMessagesResponse, ParticipantType, PollSnapshot};
 use shopper_bridge::poller::differ::diff;
 use shopper_bridge::startup::{Application, StartupError};
-use shopper_bridge::store::{
-    Channel, ClaimToken, ClaimedDelivery, MarkReadPolicy, NewEvent, SeenState, Subscriber,
-    SubscriberFilter, SubscriberStatus,
-};
 use shopper_bridge::templates::{EventContext, SlackMessage, TemplateError, Templates};
 
 fn seed_snapshot() -> PollSnapshot {

@@ -21,12 +21,13 @@ use shopper_bridge::channels::webhook::{
 use shopper_bridge::channels::Channels;
 use shopper_bridge::config::{DeliverySettings, Settings};
 use shopper_bridge::dispatch::Dispatcher;
+use shopper_bridge::domain::{
+    Channel, Delivery, DeliveryStatus, MarkReadPolicy, NewEvent, NewSubscriber, OrderState,
+    PollProgress, SubscriberFilter, SubscriberStatus,
+};
 use shopper_bridge::domain::{EventId, EventType, OrderId, SigningSecret, SubscriberId};
 use shopper_bridge::instacart::InstacartClient;
-use shopper_bridge::store::{
-    self, Channel, Delivery, DeliveryFilter, DeliveryStatus, MarkReadPolicy, NewEvent,
-    NewSubscriber, OrderState, PollCommit, PollProgress, Store, SubscriberFilter, SubscriberStatus,
-};
+use shopper_bridge::store::{self, DeliveryFilter, PollCommit, Store};
 use shopper_bridge::templates::Templates;
 
 const WAIT_LIMIT: Duration = Duration::from_secs(10);

@@ -12,8 +12,9 @@ use utoipa_axum::routes;
 use super::error::{when_present, ApiError, ErrorBody, Problems};
 use super::extract::{path_id, ApiPath, ApiQuery};
 use super::AppState;
+use crate::domain::{Attempt, Delivery, DeliveryStatus};
 use crate::domain::{DeliveryId, EventId, EventType, OrderId, SubscriberId, ValidationError};
-use crate::store::{Attempt, Delivery, DeliveryFilter, DeliveryStatus, RetryOutcome};
+use crate::store::{DeliveryFilter, RetryOutcome};
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;

@@ -12,8 +12,8 @@ use utoipa_axum::routes;
 use super::error::{when_present, ApiError, ErrorBody, Problems};
 use super::extract::{path_id, ApiJson, ApiPath};
 use super::AppState;
+use crate::domain::{FallbackReason, Order, OrderCounts, OrderState};
 use crate::domain::{OrderId, UserId};
-use crate::store::{FallbackReason, Order, OrderCounts, OrderState};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

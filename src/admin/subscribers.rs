@@ -18,14 +18,14 @@ use utoipa_axum::routes;
 use super::error::{when_present, ApiError, ErrorBody, Problems};
 use super::extract::{path_id, ApiJson, ApiPath};
 use super::AppState;
-use crate::channels::slack::TargetFields;
 use crate::config::Settings;
+use crate::domain::TargetFields;
 use crate::domain::{
-    EmailAddress, EventType, OrderId, SigningSecret, SubscriberId, ValidationError, WebhookUrl,
-};
-use crate::store::{
     Channel, MarkReadPolicy, NewSubscriber, SlackTarget, Subscriber, SubscriberFilter,
     SubscriberPatch, SubscriberStatus,
+};
+use crate::domain::{
+    EmailAddress, EventType, OrderId, SigningSecret, SubscriberId, ValidationError, WebhookUrl,
 };
 
 /// Longest accepted filter list and description.

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DeliverySettings;
+use crate::domain::SeenState;
 use crate::domain::{EventType, OrderId, ValidationError};
 use crate::instacart::models::OrderMessagesResponse;
 use crate::poller::differ;
@@ -40,7 +41,6 @@ use crate::simulator::{
     Faults, MessageTiming, Simulator, SimulatorConfig, SimulatorConfigError, SimulatorHandle,
     SimulatorStats,
 };
-use crate::store::SeenState;
 use bridge::{Bridge, BridgeConfig};
 use procfs::Usage;
 use receiver::Receiver;

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Settings;
-use crate::store::{Channel, ClaimedDelivery, Store};
+use crate::domain::{Channel, ClaimedDelivery};
+use crate::store::Store;
 use crate::templates::Templates;
 
 /// What one attempt to send a delivery ended in. `status` and `excerpt` (the start of the

@@ -11,7 +11,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 
-use crate::store::{ClaimAtCreation, ClaimToken, ClaimedDelivery, Store};
+use crate::domain::{ClaimToken, ClaimedDelivery};
+use crate::store::{ClaimAtCreation, Store};
 use crate::telemetry::error_chain;
 use crate::time;
 
@@ -168,11 +169,12 @@ impl Handoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{EventId, EventType, OrderId, SigningSecret, SubscriberId};
-    use crate::store::{
-        Channel, MarkReadPolicy, NewEvent, NewSubscriber, OrderState, PollCommit, PollProgress,
+    use crate::domain::{
+        Channel, MarkReadPolicy, NewEvent, NewSubscriber, OrderState, PollProgress,
         SubscriberFilter,
     };
+    use crate::domain::{EventId, EventType, OrderId, SigningSecret, SubscriberId};
+    use crate::store::PollCommit;
 
     const LEASE: Duration = Duration::from_secs(60);
 

@@ -29,12 +29,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::channels::{ChannelSender, Channels, SendOutcome};
 use crate::config::DeliverySettings;
+use crate::domain::{AttemptRecord, AttemptResolution, Channel, ClaimedDelivery, MarkReadPolicy};
 use crate::domain::{EventType, OrderId, SubscriberId};
 use crate::instacart::models::ParticipantType;
 use crate::instacart::InstacartClient;
-use crate::store::{
-    AttemptRecord, AttemptResolution, Channel, ClaimedDelivery, MarkReadPolicy, Store, StoreError,
-};
+use crate::store::{Store, StoreError};
 use crate::telemetry::error_chain;
 use crate::time;
 
@@ -663,11 +662,11 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{ClaimToken, SubscriberFilter, SubscriberStatus};
     use crate::domain::{DeliveryId, EventId, EventType};
-    use crate::store::{ClaimToken, SubscriberFilter, SubscriberStatus};
 
-    fn subscriber(channel: Channel) -> crate::store::Subscriber {
-        crate::store::Subscriber {
+    fn subscriber(channel: Channel) -> crate::domain::Subscriber {
+        crate::domain::Subscriber {
             id: SubscriberId::generate(),
             channel,
             filter: SubscriberFilter::default(),
@@ -682,7 +681,7 @@ mod tests {
     }
 
     fn delivery(
-        subscriber: &crate::store::Subscriber,
+        subscriber: &crate::domain::Subscriber,
         order: &str,
         message: i64,
         detected_secs_ago: i64,

@@ -10,8 +10,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::domain::ClaimedDelivery;
 use crate::domain::{DeliveryId, SubscriberId};
-use crate::store::{ClaimedDelivery, Store};
+use crate::store::Store;
 use crate::time::after;
 
 /// What a claimed batch turns into once paced.
@@ -103,8 +104,8 @@ fn whole_ms(at: DateTime<Utc>) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{Channel, ClaimToken, Subscriber, SubscriberFilter, SubscriberStatus};
     use crate::domain::{EventId, EventType, OrderId, SigningSecret};
-    use crate::store::{Channel, ClaimToken, Subscriber, SubscriberFilter, SubscriberStatus};
     use std::sync::Arc;
 
     fn subscriber(id: &SubscriberId) -> Subscriber {
@@ -117,10 +118,10 @@ mod tests {
             description: None,
             status: SubscriberStatus::Active,
             disabled_reason: None,
-            mark_read: crate::store::MarkReadPolicy::default(),
+            mark_read: crate::domain::MarkReadPolicy::default(),
             created_at: Utc::now(),
             updated_at: Utc::now(),
-            secrets: vec![crate::store::StoredSecret {
+            secrets: vec![crate::domain::StoredSecret {
                 secret: SigningSecret::generate(),
                 created_at: Utc::now(),
                 expires_at: None,

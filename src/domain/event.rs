@@ -2,7 +2,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
-use super::{OrderId, ValidationError};
+use chrono::{DateTime, Utc};
+
+use super::{OrderId, SubscriberId, ValidationError};
 
 /// The kinds of event the bridge emits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -86,6 +88,39 @@ impl EventId {
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// An event ready to be stored: its payload is the exact webhook body, serialized once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub id: EventId,
+    pub order_id: OrderId,
+    pub event_type: EventType,
+    pub payload: String,
+    pub created_at: DateTime<Utc>,
+    /// Subscribers that get no delivery of it although their filter matches: the event only
+    /// echoes what they did themselves.
+    pub exclude_subscribers: Vec<SubscriberId>,
+}
+
+impl NewEvent {
+    /// An event for every matching subscriber.
+    pub fn new(
+        id: EventId,
+        order_id: OrderId,
+        event_type: EventType,
+        payload: String,
+        created_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id,
+            order_id,
+            event_type,
+            payload,
+            created_at,
+            exclude_subscribers: Vec::new(),
+        }
     }
 }
 

@@ -10,10 +10,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::domain::{EventId, EventType, OrderId};
+use crate::domain::{NewEvent, SeenState};
 use crate::instacart::models::{
     ChatMessage, ChatUser, LifecycleMessage, ParticipantType, PollSnapshot,
 };
-use crate::store::{NewEvent, SeenState};
 
 /// What one poll changes, before the poller adds the order's progress.
 #[derive(Debug, Clone, Default, PartialEq)]

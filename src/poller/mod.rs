@@ -18,9 +18,10 @@ use tracing::Instrument;
 use crate::config::PollerSettings;
 use crate::dispatch::{Handoff, Offer};
 use crate::domain::OrderId;
+use crate::domain::{FallbackReason, Order, SeenState};
 use crate::instacart::models::PollSnapshot;
 use crate::instacart::{InstacartClient, InstacartError};
-use crate::store::{FallbackReason, Order, PollCommit, SeenState, Store, StoreError};
+use crate::store::{PollCommit, Store, StoreError};
 use crate::telemetry::error_chain;
 
 /// The longest the loop sleeps without checking for due orders, in case a wake-up is missed.

@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 use crate::config::PollerSettings;
+use crate::domain::{FallbackReason, Order, OrderState, PollProgress};
 use crate::instacart::InstacartError;
-use crate::store::{FallbackReason, Order, OrderState, PollProgress};
 use crate::time::{after, scaled};
 
 /// `spread` is a random number in [-1, 1]; the caller draws it so this stays deterministic.

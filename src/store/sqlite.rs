@@ -18,11 +18,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    Attempt, AttemptRecord, AttemptResolution, Channel, ClaimAtCreation, ClaimToken,
-    ClaimedDelivery, CommitSummary, CommittedPolls, Delivery, DeliveryFilter, DeliveryStatus,
-    FallbackReason, MarkReadPolicy, NewEvent, NewSubscriber, Order, OrderCounts, OrderState,
-    PollCommit, RetryOutcome, SeenState, Store, StoreError, StoreResult, StoredSecret, Subscriber,
-    SubscriberFilter, SubscriberPatch, SubscriberStatus,
+    ClaimAtCreation, CommitSummary, CommittedPolls, DeliveryFilter, PollCommit, RetryOutcome,
+    Store, StoreError, StoreResult,
+};
+use crate::domain::{
+    Attempt, AttemptRecord, AttemptResolution, Channel, ClaimToken, ClaimedDelivery, Delivery,
+    DeliveryStatus, FallbackReason, MarkReadPolicy, NewEvent, NewSubscriber, Order, OrderCounts,
+    OrderState, SeenState, StoredSecret, Subscriber, SubscriberFilter, SubscriberPatch,
+    SubscriberStatus,
 };
 use crate::domain::{
     DeliveryId, EventId, EventType, OrderId, SigningSecret, SubscriberId, UserId, ValidationError,
@@ -142,21 +145,6 @@ fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
 /// dynamically built `IN (?, ?, ...)` list.
 fn id_list<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
     to_json(&ids.into_iter().collect::<Vec<_>>())
-}
-
-fn subscriber_status(s: &str) -> StoreResult<SubscriberStatus> {
-    match s {
-        "active" => Ok(SubscriberStatus::Active),
-        "disabled" => Ok(SubscriberStatus::Disabled),
-        other => Err(StoreError::Corrupt(format!("subscriber status {other:?}"))),
-    }
-}
-
-fn subscriber_status_str(s: SubscriberStatus) -> &'static str {
-    match s {
-        SubscriberStatus::Active => "active",
-        SubscriberStatus::Disabled => "disabled",
-    }
 }
 
 fn outcome_str(resolution: &AttemptResolution) -> &'static str {
@@ -375,7 +363,7 @@ async fn load_subscribers(
                     .map_err(json_error("subscriber config"))?,
                 filter: decode_filter(row.event_types.as_deref(), row.order_ids.as_deref())?,
                 description: row.description,
-                status: subscriber_status(&row.status)?,
+                status: SubscriberStatus::from_stored(&row.status)?,
                 disabled_reason: row.disabled_reason,
                 mark_read: MarkReadPolicy::from_stored(&row.mark_read)?,
                 created_at: time(row.created_at)?,
@@ -1147,7 +1135,7 @@ impl Store for SqliteStore {
         .bind(subscriber.filter.event_types.as_ref().map(to_json))
         .bind(subscriber.filter.order_ids.as_ref().map(to_json))
         .bind(subscriber.description.as_deref())
-        .bind(subscriber_status_str(subscriber.status))
+        .bind(SubscriberStatus::as_str(subscriber.status))
         .bind(subscriber.disabled_reason.as_deref())
         .bind(ms(now))
         .bind(id.as_str())
@@ -1506,7 +1494,11 @@ impl Store for SqliteStore {
         };
         let subscriber_id =
             SubscriberId::parse("subscriber_id", &subscriber_id).map_err(invalid)?;
-        match status.as_deref().map(subscriber_status).transpose()? {
+        match status
+            .as_deref()
+            .map(SubscriberStatus::from_stored)
+            .transpose()?
+        {
             None => return Ok(RetryOutcome::SubscriberDeleted(subscriber_id)),
             Some(SubscriberStatus::Disabled) => {
                 return Ok(RetryOutcome::SubscriberDisabled(subscriber_id))

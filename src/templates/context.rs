@@ -5,9 +5,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::TemplateError;
+use crate::domain::ClaimedDelivery;
 use crate::domain::{EventId, EventType, OrderId};
 use crate::instacart::models::{ChatMessage, ChatUser, LifecycleMessage, ParticipantType};
-use crate::store::ClaimedDelivery;
 
 /// One event, parsed from its payload (`{"type","timestamp","data"}`) once per delivery.
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@ use chrono::Utc;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use shopper_bridge::store::AttemptResolution;
+use shopper_bridge::domain::AttemptResolution;
 
 use crate::helpers::{errors, json_body, single_error, spawn_app, timestamp, was_woken, TestApp};
 

@@ -24,12 +24,13 @@ use wiremock::{Mock, MockBuilder, MockServer, ResponseTemplate};
 use shopper_bridge::channels::webhook::HEADER_ID;
 use shopper_bridge::config::Settings;
 use shopper_bridge::dispatch::Dispatcher;
+use shopper_bridge::domain::{
+    AttemptRecord, AttemptResolution, NewEvent, OrderState, PollProgress,
+};
 use shopper_bridge::domain::{EventId, EventType, OrderId, SigningSecret};
 use shopper_bridge::poller::{PollRound, Poller};
 use shopper_bridge::startup::{Application, RunError};
-use shopper_bridge::store::{
-    AttemptRecord, AttemptResolution, NewEvent, OrderState, PollCommit, PollProgress, Store,
-};
+use shopper_bridge::store::{PollCommit, Store};
 
 /// Logs go to stderr when `TEST_LOG` is set (`RUST_LOG` picks the filter).
 static TRACING: LazyLock<()> = LazyLock::new(|| {

@@ -3,8 +3,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::Duration;
 
+use shopper_bridge::domain::{AttemptRecord, AttemptResolution};
 use shopper_bridge::domain::{SigningSecret, SubscriberId};
-use shopper_bridge::store::{AttemptRecord, AttemptResolution};
 
 use crate::helpers::{errors, json_body, single_error, spawn_app, spawn_app_with, timestamp};
 

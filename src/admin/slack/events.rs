@@ -13,8 +13,9 @@ use tracing::Instrument;
 
 use super::{order_user, verify, within_ack_budget, ActionError, SlackError};
 use crate::admin::AppState;
+use crate::domain::{Channel, SlackTarget, SubscriberStatus};
 use crate::domain::{MessageBody, OrderId, SubscriberId};
-use crate::store::{Channel, SlackTarget, StoreError, SubscriberStatus};
+use crate::store::StoreError;
 use crate::telemetry::error_chain;
 
 /// How long an acted-on event is remembered: Slack retries within minutes (at once, after one

@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use super::{ChannelSender, SendOutcome};
 use crate::config::{parse_mailbox, ConfigError, EmailSettings};
-use crate::store::{Channel, ClaimedDelivery, Store};
+use crate::domain::{Channel, ClaimedDelivery};
+use crate::store::Store;
 use crate::templates::{EventContext, TemplateError, Templates};
 use message::{compose, Addressing, Content};
 

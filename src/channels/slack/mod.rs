@@ -15,10 +15,8 @@
 
 mod api;
 mod client;
-mod target;
 
 pub use client::{SlackApi, SlackApiError};
-pub use target::TargetFields;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -35,7 +33,8 @@ use super::http::{read_excerpt, transport_error_text, EXCERPT_BYTES};
 use super::webhook::WebhookSender;
 use super::{ChannelSender, SendOutcome};
 use crate::config::SlackSettings;
-use crate::store::{Channel, ClaimedDelivery, SlackTarget, Store};
+use crate::domain::{Channel, ClaimedDelivery, SlackTarget};
+use crate::store::Store;
 use crate::telemetry::error_chain;
 use crate::templates::{EventContext, SlackMessage, Templates};
 use crate::time::retry_after;

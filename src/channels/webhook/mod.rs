@@ -22,7 +22,7 @@ use super::http::{find_cause, read_excerpt, transport_error_text};
 use super::{ChannelSender, SendOutcome};
 use crate::config::DeliverySettings;
 use crate::domain::is_public_ip;
-use crate::store::{Channel, ClaimedDelivery};
+use crate::domain::{Channel, ClaimedDelivery};
 use crate::time::retry_after;
 use resolver::{BlockedTarget, PublicOnlyResolver};
 

@@ -3,8 +3,36 @@
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::domain::{ValidationError, WebhookUrl};
-use crate::store::SlackTarget;
+use serde::{Deserialize, Serialize};
+
+use super::{ValidationError, WebhookUrl};
+
+/// Where a Slack subscriber posts. Both forms are secrets (a webhook URL is a credential), so
+/// `Debug` redacts them: a logged subscriber or delivery never shows one.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum SlackTarget {
+    /// An incoming webhook: posts only, no threads.
+    IncomingWebhook { webhook_url: String },
+    /// The Web API (`chat.postMessage`): one thread per order.
+    Bot { bot_token: String, channel: String },
+}
+
+impl std::fmt::Debug for SlackTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SlackTarget::IncomingWebhook { .. } => f
+                .debug_struct("IncomingWebhook")
+                .field("webhook_url", &"[redacted]")
+                .finish(),
+            SlackTarget::Bot { channel, .. } => f
+                .debug_struct("Bot")
+                .field("bot_token", &"[redacted]")
+                .field("channel", channel)
+                .finish(),
+        }
+    }
+}
 
 /// Longest accepted bot token and channel (Slack's channel names stop at 80 characters; IDs are
 /// shorter still).
