@@ -13,8 +13,10 @@ use crate::channels::{ChannelError, Channels};
 use crate::config::{ConfigError, Settings};
 use crate::dispatch::Dispatcher;
 use crate::instacart::{InstacartClient, InstacartError};
+use crate::outbox;
 use crate::poller::Poller;
 use crate::store::{self, StoreError};
+use crate::talkback::Talkback;
 use crate::telemetry::error_chain;
 use crate::templates::{TemplateError, Templates};
 
@@ -67,27 +69,33 @@ impl Application {
         let instacart = InstacartClient::new(&settings.instacart, settings.instacart_auth()?)?;
         let templates = Templates::load(settings.templates.dir.as_deref())?;
         let store = store::open(&settings.store.url).await?;
-        let channels = Channels::new(&settings, templates.clone(), store.clone())?;
+        let channels = Channels::new(&settings, templates.clone())?;
         let addr = settings.server.listen;
         let bind_error = |source| StartupError::Bind { addr, source };
         let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
         let port = listener.local_addr().map_err(bind_error)?.port();
-        let state = AppState::new(store, Arc::new(settings), instacart, channels.slack_api());
+        let (producer, consumer) = outbox::new_pair(store.clone(), &settings.delivery);
+        let talkback = Talkback::new(store.clone(), instacart.clone(), channels.slack_api());
+        let state = AppState::new(
+            store,
+            Arc::new(settings),
+            talkback.clone(),
+            producer.clone(),
+        );
         let router = admin::router(state.clone());
         let dispatcher = Arc::new(Dispatcher::new(
             state.store.clone(),
             channels,
-            state.instacart.clone(),
+            talkback,
             state.settings.delivery.clone(),
-            state.dispatcher_wake.clone(),
+            consumer,
         ));
         let poller = Arc::new(Poller::new(
             state.store.clone(),
-            state.instacart.clone(),
+            instacart,
             state.settings.poller.clone(),
             state.poller_wake.clone(),
-            state.dispatcher_wake.clone(),
-            Some(dispatcher.handoff()),
+            producer,
         ));
         Ok(Self {
             port,

@@ -27,7 +27,9 @@ use shopper_bridge::domain::{
 };
 use shopper_bridge::domain::{EventId, EventType, OrderId, SigningSecret, SubscriberId};
 use shopper_bridge::instacart::InstacartClient;
+use shopper_bridge::outbox;
 use shopper_bridge::store::{self, DeliveryFilter, PollCommit, Store};
+use shopper_bridge::talkback::Talkback;
 use shopper_bridge::templates::Templates;
 
 const WAIT_LIMIT: Duration = Duration::from_secs(10);
@@ -170,17 +172,18 @@ async fn bridge(settings: DeliverySettings) -> Bridge {
     let store = store::open(&url).await.unwrap();
     let mut all: Settings = serde_json::from_value(serde_json::json!({})).unwrap();
     all.delivery = settings.clone();
-    let channels = Channels::new(&all, Templates::load(None).unwrap(), Arc::clone(&store)).unwrap();
+    let channels = Channels::new(&all, Templates::load(None).unwrap()).unwrap();
     // Never called (no subscriber here marks messages read); were it, nothing listens there.
     all.instacart.base_url = "http://127.0.0.1:9".parse().unwrap();
     all.instacart.token = Some("unused".to_owned().into());
     let instacart = InstacartClient::new(&all.instacart, all.instacart_auth().unwrap()).unwrap();
+    let talkback = Talkback::new(Arc::clone(&store), instacart, channels.slack_api());
     let dispatcher = Arc::new(Dispatcher::new(
         Arc::clone(&store),
         channels,
-        instacart,
-        settings,
-        Arc::default(),
+        talkback,
+        settings.clone(),
+        outbox::new_pair(Arc::clone(&store), &settings).1,
     ));
     Bridge {
         _dir: dir,
@@ -568,7 +571,7 @@ async fn run_delivers_when_woken_and_stops_on_cancel() {
 
     for message_id in 1..=3 {
         bridge.publish("122233", message_id).await;
-        bridge.dispatcher.waker().notify_one();
+        bridge.dispatcher.outbox().wake();
     }
     wait_for_requests(&receiver, 3).await;
     cancel.cancel();

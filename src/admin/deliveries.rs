@@ -220,6 +220,6 @@ async fn retry_delivery(
             ))
         }
     };
-    state.dispatcher_wake.notify_one();
+    state.outbox.wake();
     Ok((StatusCode::ACCEPTED, Json(delivery.into())))
 }

@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 use crate::domain::ValidationError;
 use crate::instacart::InstacartError;
 use crate::store::StoreError;
+use crate::talkback::TalkbackError;
 use crate::telemetry::error_chain;
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,16 @@ pub enum ApiError {
 impl From<ValidationError> for ApiError {
     fn from(error: ValidationError) -> Self {
         ApiError::Invalid(vec![error])
+    }
+}
+
+impl From<TalkbackError> for ApiError {
+    fn from(error: TalkbackError) -> Self {
+        match error {
+            TalkbackError::IdentityConflict(message) => ApiError::Conflict(message),
+            TalkbackError::Store(error) => ApiError::Internal(error),
+            TalkbackError::Upstream(error) => ApiError::Upstream(error),
+        }
     }
 }
 

@@ -18,7 +18,6 @@ use super::extract::{path_id, ApiJson, ApiPath, ApiQuery};
 use super::AppState;
 use crate::domain::{MessageBody, OrderId, UserId};
 use crate::instacart::models::{MarkReadResponse, SendMessageResponse};
-use crate::telemetry::error_chain;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -109,21 +108,10 @@ async fn send_message(
 ) -> Result<(StatusCode, Json<SentMessage>), ApiError> {
     let order_id = path_id("order", &raw_id, OrderId::parse)?;
     let body = MessageBody::parse("body", &request.body).map_err(ApiError::InvalidMessage)?;
-    let user_id = token_user(&state, &order_id, query).await?;
     let sent = state
-        .instacart
-        .send_message(&order_id, user_id.as_ref(), body.as_str())
+        .talkback
+        .send_to_shopper(&order_id, given_user(query)?, &body, None)
         .await?;
-    tracing::info!(message_id = sent.id, "message sent to the shopper");
-    // The message is out: a failure to remember it only costs its echo suppression, so the
-    // caller still learns it was sent.
-    if let Err(error) = state
-        .store
-        .record_sent_message(&order_id, sent.id, None, Utc::now())
-        .await
-    {
-        tracing::error!(error = %error_chain(&error), "could not record the sent message");
-    }
     Ok((StatusCode::CREATED, Json(sent.into())))
 }
 
@@ -149,38 +137,18 @@ async fn mark_read(
     ApiQuery(query): ApiQuery<IdentityQuery>,
 ) -> Result<Json<MessagesRead>, ApiError> {
     let order_id = path_id("order", &raw_id, OrderId::parse)?;
-    let user_id = token_user(&state, &order_id, query).await?;
     let read = state
-        .instacart
-        .mark_read(&order_id, user_id.as_ref())
+        .talkback
+        .mark_read(&order_id, given_user(query)?, &[])
         .await?;
     Ok(Json(read.into()))
 }
 
-/// Whose token speaks for the order: a known order's stored user, otherwise the given one.
-async fn token_user(
-    state: &AppState,
-    order_id: &OrderId,
-    query: IdentityQuery,
-) -> Result<Option<UserId>, ApiError> {
-    let given = query
+/// The `user_id` of the query, checked.
+fn given_user(query: IdentityQuery) -> Result<Option<UserId>, ApiError> {
+    Ok(query
         .user_id
         .as_deref()
         .map(|raw| UserId::parse("user_id", raw))
-        .transpose()?;
-    let Some((order, _)) = state.store.get_order(order_id).await? else {
-        return Ok(given);
-    };
-    match given {
-        Some(given) if order.user_id.as_ref() != Some(&given) => {
-            let known = match &order.user_id {
-                Some(user_id) => format!("with user_id `{user_id}`"),
-                None => "without a user_id".to_owned(),
-            };
-            Err(ApiError::Conflict(format!(
-                "order `{order_id}` is registered {known}; leave out `user_id` to use it"
-            )))
-        }
-        _ => Ok(order.user_id),
-    }
+        .transpose()?)
 }

@@ -26,10 +26,10 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::channels::slack::SlackApi;
 use crate::config::Settings;
-use crate::instacart::InstacartClient;
+use crate::outbox::Producer;
 use crate::store::Store;
+use crate::talkback::Talkback;
 use error::ApiError;
 
 /// What every handler shares. Cheap to clone.
@@ -37,31 +37,27 @@ use error::ApiError;
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub settings: Arc<Settings>,
-    /// The one Connect client of the process (the poller's too): its pool and token cache.
-    pub instacart: InstacartClient,
-    /// Slack's Web API and response URLs (the Slack channel's pooled client), for answering
-    /// people in Slack.
-    pub slack: SlackApi,
+    /// Sending to the shopper, marking read, and answering people in Slack.
+    pub talkback: Talkback,
     /// Notified when an order starts being watched, so the poller polls it right away.
     pub poller_wake: Arc<Notify>,
-    /// Notified when a delivery is queued by hand, so the dispatcher sends it right away.
-    pub dispatcher_wake: Arc<Notify>,
+    /// Told when a delivery is queued by hand, so the dispatcher sends it right away.
+    pub outbox: Producer,
 }
 
 impl AppState {
     pub fn new(
         store: Arc<dyn Store>,
         settings: Arc<Settings>,
-        instacart: InstacartClient,
-        slack: SlackApi,
+        talkback: Talkback,
+        outbox: Producer,
     ) -> Self {
         Self {
             store,
             settings,
-            instacart,
-            slack,
+            talkback,
             poller_wake: Arc::new(Notify::new()),
-            dispatcher_wake: Arc::new(Notify::new()),
+            outbox,
         }
     }
 }

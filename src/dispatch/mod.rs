@@ -9,11 +9,9 @@
 //! in flight, `concurrency` send workers take the claimed sends from one queue in order, and
 //! finished attempts are recorded in one write per batch that finished meanwhile (a group commit).
 
-mod handoff;
 mod rate;
 mod retry;
 
-pub use handoff::{Handoff, Offer};
 pub use retry::retry_delay;
 
 use chrono::{DateTime, Utc};
@@ -23,22 +21,20 @@ use std::collections::hash_map::{Entry, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::error::TryRecvError;
-use tokio::sync::{mpsc, Mutex, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Mutex, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::channels::{ChannelSender, Channels, SendOutcome};
+use crate::channels::{ChannelSender, Channels, SendOutcome, Threading};
 use crate::config::DeliverySettings;
 use crate::domain::{AttemptRecord, AttemptResolution, Channel, ClaimedDelivery, MarkReadPolicy};
-use crate::domain::{EventType, OrderId, SubscriberId};
-use crate::instacart::models::ParticipantType;
-use crate::instacart::InstacartClient;
+use crate::domain::{EventPayload, EventType, OrderId, SubscriberId};
+use crate::outbox::Consumer;
 use crate::store::{Store, StoreError};
+use crate::talkback::Talkback;
 use crate::telemetry::error_chain;
 use crate::time;
 
-/// How long a claim holds past the send time it allows: room to record the attempts.
-const LEASE_MARGIN: Duration = Duration::from_secs(30);
 /// The longest the loop sleeps without looking at the store (a safety net for missed wakes).
 const MAX_IDLE: Duration = Duration::from_secs(1);
 /// The most attempts recorded in one write.
@@ -46,21 +42,16 @@ const MAX_RECORDS: usize = 1024;
 /// How many batches of `concurrency` deliveries one claim takes at most: enough that sends never
 /// wait for the next claim to come back.
 const CLAIM_BATCHES: usize = 32;
-/// How many batches of `concurrency` deliveries `run` holds at once, claimed or handed over,
-/// in flight or queued for a send worker (the memory bound of a backlog).
-const HELD_BATCHES: usize = 256;
 
 pub struct Dispatcher {
     store: Arc<dyn Store>,
     channels: Channels,
     /// Marks orders read for `on_delivery` subscribers.
-    instacart: InstacartClient,
+    talkback: Talkback,
     settings: DeliverySettings,
-    waker: Arc<Notify>,
     pace: rate::SendPace,
-    /// Room for deliveries held (see [`HELD_BATCHES`]), shared with the hand-off.
-    room: Arc<Semaphore>,
-    handoff: Handoff,
+    /// The hand-overs, the room for what is held, and the wake-ups.
+    outbox: Consumer,
 }
 
 /// A send waiting for a worker, with its share of the held room.
@@ -115,15 +106,6 @@ struct Attempted {
     records: Vec<AttemptRecord>,
 }
 
-/// Why marking an order read after a delivery failed.
-#[derive(Debug, thiserror::Error)]
-enum MarkReadError {
-    #[error("store error")]
-    Store(#[from] StoreError),
-    #[error("Connect refused to mark the messages read")]
-    Instacart(#[from] crate::instacart::InstacartError),
-}
-
 /// The orders to mark read after a batch, each with the `on_delivery` subscribers that just
 /// received a shopper's chat message of it: however many messages, one request per order.
 fn reads_to_request(attempted: &[Attempted]) -> HashMap<OrderId, Vec<SubscriberId>> {
@@ -138,7 +120,7 @@ fn reads_to_request(attempted: &[Attempted]) -> HashMap<OrderId, Vec<SubscriberI
     for delivery in delivered {
         if delivery.subscriber.mark_read == MarkReadPolicy::OnDelivery
             && delivery.event_type == EventType::ChatMessageCreated
-            && sent_by_shopper(&delivery.payload)
+            && EventPayload::parse(&delivery.payload).is_ok_and(|event| event.sent_by_shopper())
         {
             let subscribers = orders.entry(delivery.order_id.clone()).or_default();
             if !subscribers.contains(&delivery.subscriber.id) {
@@ -147,25 +129,6 @@ fn reads_to_request(attempted: &[Attempted]) -> HashMap<OrderId, Vec<SubscriberI
         }
     }
     orders
-}
-
-/// Whether a chat event's payload is about a message from the shopper (only those are marked
-/// read upstream).
-fn sent_by_shopper(payload: &str) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Body {
-        data: Data,
-    }
-    #[derive(serde::Deserialize)]
-    struct Data {
-        message: Message,
-    }
-    #[derive(serde::Deserialize)]
-    struct Message {
-        sender_type: ParticipantType,
-    }
-    serde_json::from_str::<Body>(payload)
-        .is_ok_and(|body| body.data.message.sender_type == ParticipantType::Driver)
 }
 
 /// What a group's retry time is computed from, shared by its deliveries.
@@ -198,12 +161,6 @@ fn log_attempt(delivery: &ClaimedDelivery, record: &AttemptRecord) {
     }
 }
 
-/// How long a claim holds: a wait for a send worker of up to one send timeout (a delivery that
-/// waited longer is not sent), the send, and its record.
-fn lease(settings: &DeliverySettings) -> Duration {
-    2 * settings.timeout + LEASE_MARGIN
-}
-
 /// A finished task of the dispatcher: a panic in it goes on unwinding here.
 fn settle<T>(joined: Result<T, tokio::task::JoinError>) {
     if let Err(err) = joined {
@@ -214,37 +171,28 @@ fn settle<T>(joined: Result<T, tokio::task::JoinError>) {
 }
 
 impl Dispatcher {
-    /// `waker` is shared with whoever queues deliveries (the poller, the admin API's retry).
+    /// `outbox` is the consumer half of the outbox whose producer the poller and the admin
+    /// API commit and queue through.
     pub fn new(
         store: Arc<dyn Store>,
         channels: Channels,
-        instacart: InstacartClient,
+        talkback: Talkback,
         settings: DeliverySettings,
-        waker: Arc<Notify>,
+        outbox: Consumer,
     ) -> Self {
-        let room = Arc::new(Semaphore::new(HELD_BATCHES * settings.concurrency.max(1)));
-        let handoff = Handoff::new(Arc::clone(&room), lease(&settings), settings.timeout);
         Self {
             store,
             channels,
-            instacart,
+            talkback,
             settings,
-            waker,
             pace: rate::SendPace::default(),
-            room,
-            handoff,
+            outbox,
         }
     }
 
-    /// Gives the poller's commits a short way to the send queue while [`Dispatcher::run`] runs.
-    pub fn handoff(&self) -> Handoff {
-        self.handoff.clone()
-    }
-
-    /// Call `notify_one()` on it after committing new deliveries: the wake is kept even when
-    /// the dispatcher is busy at that moment.
-    pub fn waker(&self) -> Arc<Notify> {
-        Arc::clone(&self.waker)
+    /// The consumer half of its outbox: what the poller hands over, and the wake-ups.
+    pub fn outbox(&self) -> &Consumer {
+        &self.outbox
     }
 
     /// Claims one batch of due deliveries (up to `concurrency`), puts back those their
@@ -277,7 +225,7 @@ impl Dispatcher {
         let limit = u32::try_from(limit).unwrap_or(u32::MAX);
         let batch = self
             .store
-            .claim_due_deliveries(now, time::after(now, lease(&self.settings)), limit)
+            .claim_due_deliveries(now, time::after(now, self.outbox.lease()), limit)
             .await?;
         Ok(self.admit(batch, now).await)
     }
@@ -313,24 +261,11 @@ impl Dispatcher {
     /// next shopper message delivered to them asks again.
     #[tracing::instrument(skip_all, fields(order_id = %order_id))]
     async fn mark_read(&self, order_id: OrderId, subscribers: Vec<SubscriberId>) {
-        let result = async {
-            let user_id = self
-                .store
-                .get_order(&order_id)
-                .await?
-                .and_then(|(order, _)| order.user_id);
-            let read = self
-                .instacart
-                .mark_read(&order_id, user_id.as_ref())
-                .await?;
-            self.store
-                .record_read_request(&order_id, &subscribers, Utc::now())
-                .await?;
-            Ok::<_, MarkReadError>(read.messages_read_count)
-        }
-        .await;
-        match result {
-            Ok(count) => tracing::info!(messages_read = count, "marked read on delivery"),
+        match self.talkback.mark_read(&order_id, None, &subscribers).await {
+            Ok(read) => tracing::info!(
+                messages_read = read.messages_read_count,
+                "marked read on delivery"
+            ),
             Err(error) => tracing::warn!(
                 error = %error_chain(&error),
                 "could not mark the order's messages read on delivery"
@@ -343,7 +278,14 @@ impl Dispatcher {
     /// Message-ID). The group's least-tried delivery sets that time: none is given up early.
     async fn attempt(&self, group: Vec<ClaimedDelivery>) -> Attempted {
         let at = Utc::now();
-        let outcome = self.channels.send(&group, at).await;
+        let outcome = match self.thread_of(&group).await {
+            Ok(thread) => {
+                let outcome = self.channels.send(&group, thread.as_deref(), at).await;
+                self.keep_thread(&group, &outcome).await;
+                outcome
+            }
+            Err(unread) => unread,
+        };
         let finished = Utc::now();
         let retry = RetryBasis {
             attempts_made: group.iter().map(|d| d.attempts_made).min().unwrap_or(0),
@@ -360,6 +302,56 @@ impl Dispatcher {
         Attempted { group, records }
     }
 
+    /// The conversation thread the group's order has with its subscriber, where the channel
+    /// threads; one whose reference is known before the send is kept first, so sends made at
+    /// once agree on it (a retry of the thread's first message finds itself there).
+    async fn thread_of(&self, group: &[ClaimedDelivery]) -> Result<Option<String>, SendOutcome> {
+        let Some(first) = group.first() else {
+            return Ok(None);
+        };
+        let (subscriber_id, order_id) = (&first.subscriber.id, &first.order_id);
+        let found = match self.channels.threading(group) {
+            Threading::None => return Ok(None),
+            Threading::FromSend => self.store.thread_ref(subscriber_id, order_id).await,
+            Threading::StartsWith(root) => self
+                .store
+                .save_thread_ref(subscriber_id, order_id, &root)
+                .await
+                .map(Some),
+        };
+        found.map_err(|error| {
+            tracing::warn!(error = %error_chain(&error), "cannot read the order's thread");
+            SendOutcome::Retry {
+                after: None,
+                status: None,
+                excerpt: None,
+                error: Some("could not read the order's thread from the store".to_owned()),
+            }
+        })
+    }
+
+    /// Keeps the thread a send started. The message is out whatever happens here; without the
+    /// reference, the order's next message starts a second thread rather than being held back.
+    async fn keep_thread(&self, group: &[ClaimedDelivery], outcome: &SendOutcome) {
+        let (
+            Some(first),
+            SendOutcome::Delivered {
+                thread_started: Some(thread),
+                ..
+            },
+        ) = (group.first(), outcome)
+        else {
+            return;
+        };
+        if let Err(error) = self
+            .store
+            .save_thread_ref(&first.subscriber.id, &first.order_id, thread)
+            .await
+        {
+            tracing::warn!(error = %error_chain(&error), "cannot keep the order's thread");
+        }
+    }
+
     /// Turns a channel's verdict into what the store records, choosing the retry time.
     fn record(
         &self,
@@ -370,9 +362,9 @@ impl Dispatcher {
         outcome: SendOutcome,
     ) -> AttemptRecord {
         let (resolution, status_code, response_excerpt, error, disable) = match outcome {
-            SendOutcome::Delivered { status, excerpt } => {
-                (AttemptResolution::Delivered, status, excerpt, None, None)
-            }
+            SendOutcome::Delivered {
+                status, excerpt, ..
+            } => (AttemptResolution::Delivered, status, excerpt, None, None),
             SendOutcome::Retry {
                 after,
                 status,
@@ -421,7 +413,7 @@ impl Dispatcher {
     /// ends).
     ///
     /// `concurrency` send workers take sends from one queue in order, claimed from the store or
-    /// handed over by the poller (see [`Handoff`]), within the held room. A claim is made
+    /// handed over by the poller (see [`crate::outbox`]), within the held room. A claim is made
     /// whenever a whole batch fits, so sends overlap with claims and records, and one slow
     /// receiver holds only the workers sending to it. A delivery still queued one send timeout
     /// after its claim is not sent (its lease would not cover the send and the record): it is put
@@ -466,7 +458,7 @@ impl Dispatcher {
                     .flat_map(|job| job.group)
                     .collect()
             };
-            handoff::release(self.store.as_ref(), &unsent).await;
+            self.outbox.release(&unsent).await;
             while let Some(joined) = workers.join_next().await {
                 settle(joined);
             }
@@ -491,16 +483,17 @@ impl Dispatcher {
         let concurrency = self.settings.concurrency.max(1);
         while !cancel.is_cancelled() {
             let mut room = tokio::select! {
-                room = Arc::clone(&self.room).acquire_many_owned(concurrency as u32) => {
+                room = Arc::clone(self.outbox.room()).acquire_many_owned(concurrency as u32) => {
                     room.expect("the held room is never closed")
                 }
                 () = cancel.cancelled() => break,
             };
             let more = self
-                .room
+                .outbox
+                .room()
                 .available_permits()
                 .min((CLAIM_BATCHES - 1) * concurrency);
-            if let Ok(more) = Arc::clone(&self.room).try_acquire_many_owned(more as u32) {
+            if let Ok(more) = Arc::clone(self.outbox.room()).try_acquire_many_owned(more as u32) {
                 room.merge(more);
             }
             let started = Utc::now();
@@ -529,10 +522,10 @@ impl Dispatcher {
         queue: &mpsc::UnboundedSender<QueuedSend>,
         cancel: &CancellationToken,
     ) {
-        let Some(mut intake) = self.handoff.take_intake() else {
+        let Some(mut intake) = self.outbox.take_intake() else {
             return;
         };
-        self.handoff.set_running(true);
+        self.outbox.set_running(true);
         loop {
             let handed = tokio::select! {
                 handed = intake.recv() => handed,
@@ -543,10 +536,10 @@ impl Dispatcher {
             self.queue_sends(batch, handed.room, handed.start_by, queue)
                 .await;
         }
-        self.handoff.set_running(false);
+        self.outbox.set_running(false);
         intake.close();
         while let Some(handed) = intake.recv().await {
-            handoff::release(self.store.as_ref(), &handed.batch).await;
+            self.outbox.release(&handed.batch).await;
         }
     }
 
@@ -571,7 +564,7 @@ impl Dispatcher {
                 unsent.extend(refused.0.group);
             }
         }
-        handoff::release(self.store.as_ref(), &unsent).await;
+        self.outbox.release(&unsent).await;
     }
 
     /// Sends what is queued, one send at a time, until cancelled or the queue closes. A send
@@ -605,7 +598,7 @@ impl Dispatcher {
                     count = job.group.len(),
                     "no send worker within the send timeout; put back unattempted"
                 );
-                handoff::release(self.store.as_ref(), &job.group).await;
+                self.outbox.release(&job.group).await;
                 continue;
             }
             // The recorder outlives every send; nothing is lost if it did not.
@@ -631,7 +624,7 @@ impl Dispatcher {
                 );
             }
             if retries {
-                self.waker.notify_one();
+                self.outbox.wake();
             }
         }
     }
@@ -652,7 +645,7 @@ impl Dispatcher {
             }
         };
         tokio::select! {
-            () = self.waker.notified() => {}
+            () = self.outbox.ready() => {}
             () = tokio::time::sleep(wait) => {}
             () = cancel.cancelled() => {}
         }

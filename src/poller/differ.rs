@@ -6,14 +6,12 @@
 //! message it sent is marked `sent_by_retailer` and not announced as new to its origin, and a
 //! reading of shopper messages an `on_delivery` subscriber caused is not announced to it.
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
-
-use crate::domain::{EventId, EventType, OrderId};
+use crate::domain::{EventData, EventId, EventPayload, EventSubject, EventType, OrderId};
 use crate::domain::{NewEvent, SeenState};
 use crate::instacart::models::{
     ChatMessage, ChatUser, LifecycleMessage, ParticipantType, PollSnapshot,
 };
+use chrono::{DateTime, SecondsFormat, Utc};
 
 /// What one poll changes, before the poller adds the order's progress.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -24,49 +22,6 @@ pub struct Diff {
     pub events: Vec<NewEvent>,
     /// Upstream says chat messages are no longer accessible: the order's watch is over.
     pub expired: bool,
-}
-
-/// The webhook body: `{"type","timestamp","data"}` as Standard Webhooks suggests.
-#[derive(Serialize)]
-struct Envelope<D: Serialize> {
-    #[serde(rename = "type")]
-    event_type: EventType,
-    timestamp: String,
-    data: D,
-}
-
-/// The people on an order, resolved from the response metadata, in every event.
-#[derive(Serialize)]
-struct Parties<'a> {
-    customer: &'a ChatUser,
-    current_shopper: Option<&'a ChatUser>,
-}
-
-#[derive(Serialize)]
-struct ChatData<'a> {
-    order_id: &'a OrderId,
-    message: &'a ChatMessage,
-    /// The sender's display name and avatar, when the metadata knows them.
-    sender: Option<&'a ChatUser>,
-    /// Sent through the bridge on the retailer's behalf (upstream shows it as the customer's).
-    sent_by_retailer: bool,
-    #[serde(flatten)]
-    parties: Parties<'a>,
-}
-
-#[derive(Serialize)]
-struct LifecycleData<'a> {
-    order_id: &'a OrderId,
-    notification: &'a LifecycleMessage,
-    #[serde(flatten)]
-    parties: Parties<'a>,
-}
-
-#[derive(Serialize)]
-struct ExpiredData<'a> {
-    order_id: &'a OrderId,
-    #[serde(flatten)]
-    parties: Parties<'a>,
 }
 
 pub fn diff(
@@ -137,13 +92,6 @@ struct EventBuilder<'a> {
 }
 
 impl<'a> EventBuilder<'a> {
-    fn parties(&self) -> Parties<'a> {
-        Parties {
-            customer: &self.snapshot.customer,
-            current_shopper: self.snapshot.current_shopper.as_ref(),
-        }
-    }
-
     fn sender_of(&self, message: &ChatMessage) -> Option<&'a ChatUser> {
         let s = self.snapshot;
         match message.sender_type {
@@ -162,53 +110,49 @@ impl<'a> EventBuilder<'a> {
         message: &ChatMessage,
         sent_by_retailer: bool,
     ) -> NewEvent {
-        let data = ChatData {
-            order_id: self.order_id,
-            message,
-            sender: self.sender_of(message),
+        let subject = EventSubject::Chat {
+            message: message.clone(),
+            sender: self.sender_of(message).cloned(),
             sent_by_retailer,
-            parties: self.parties(),
         };
-        self.event(event_type, Some(message.id), data)
+        self.event(event_type, Some(message.id), subject)
     }
 
     fn lifecycle(&self, notification: &LifecycleMessage) -> NewEvent {
-        let data = LifecycleData {
-            order_id: self.order_id,
-            notification,
-            parties: self.parties(),
-        };
         self.event(
             EventType::LifecycleMessageCreated,
             Some(notification.notification_id),
-            data,
+            EventSubject::Lifecycle {
+                notification: notification.clone(),
+            },
         )
     }
 
     fn expired(&self) -> NewEvent {
-        let data = ExpiredData {
-            order_id: self.order_id,
-            parties: self.parties(),
-        };
-        self.event(EventType::OrderChatExpired, None, data)
+        self.event(EventType::OrderChatExpired, None, EventSubject::Order {})
     }
 
-    fn event<D: Serialize>(
+    fn event(
         &self,
         event_type: EventType,
-        subject: Option<i64>,
-        data: D,
+        subject_id: Option<i64>,
+        subject: EventSubject,
     ) -> NewEvent {
-        let envelope = Envelope {
+        let payload = EventPayload {
             event_type,
             timestamp: self.now.to_rfc3339_opts(SecondsFormat::Millis, true),
-            data,
+            data: EventData {
+                order_id: self.order_id.clone(),
+                subject,
+                customer: self.snapshot.customer.clone(),
+                current_shopper: self.snapshot.current_shopper.clone(),
+            },
         };
         NewEvent::new(
-            EventId::derive(event_type, self.order_id, subject),
+            EventId::derive(event_type, self.order_id, subject_id),
             self.order_id.clone(),
             event_type,
-            serde_json::to_string(&envelope).expect("event payloads always serialize"),
+            payload.to_json(),
             self.now,
         )
     }

@@ -16,11 +16,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::PollerSettings;
-use crate::dispatch::{Handoff, Offer};
 use crate::domain::OrderId;
 use crate::domain::{FallbackReason, Order, SeenState};
 use crate::instacart::models::PollSnapshot;
 use crate::instacart::{InstacartClient, InstacartError};
+use crate::outbox::Producer;
 use crate::store::{PollCommit, Store, StoreError};
 use crate::telemetry::error_chain;
 
@@ -66,10 +66,8 @@ pub struct Poller {
     settings: PollerSettings,
     /// Notified when an order is added, so it is polled at once.
     wake: Arc<Notify>,
-    /// Notified when new deliveries are committed and not handed over.
-    deliveries_ready: Arc<Notify>,
-    /// The running dispatcher's short way in, if there is one.
-    handoff: Option<Handoff>,
+    /// Where the results are committed, and delivery is told of them.
+    outbox: Producer,
 }
 
 impl Poller {
@@ -78,16 +76,14 @@ impl Poller {
         client: InstacartClient,
         settings: PollerSettings,
         wake: Arc<Notify>,
-        deliveries_ready: Arc<Notify>,
-        handoff: Option<Handoff>,
+        outbox: Producer,
     ) -> Self {
         Self {
             store,
             client,
             settings,
             wake,
-            deliveries_ready,
-            handoff,
+            outbox,
         }
     }
 
@@ -180,8 +176,7 @@ impl Poller {
 
     /// Diffs a group of answers against the seen state, read for all of them at once after they
     /// arrived (so it includes what the bridge itself did in their chats meanwhile), and commits
-    /// them in one transaction. The deliveries due at once go straight to the dispatcher when it
-    /// has room (see [`Handoff`]); it is woken for the others.
+    /// them in one transaction through the outbox.
     #[tracing::instrument(skip_all, fields(orders = group.len()))]
     async fn commit_group(&self, group: Vec<Fetched>) -> Result<PollRound, StoreError> {
         let answered: Vec<OrderId> = group
@@ -194,32 +189,14 @@ impl Poller {
             .into_iter()
             .map(|fetched| self.commit_for(fetched, &mut seen))
             .collect();
-        let (store, handoff) = (Arc::clone(&self.store), self.handoff.clone());
-        // Its own task, so a shutdown dropping the round cannot stop it between the commit and
-        // the hand-over: deliveries claimed for the dispatcher would wait out their lease.
-        let (commits, summaries, handed_over) = tokio::spawn(async move {
-            let offer = handoff.as_ref().and_then(Handoff::offer);
-            let committed = store
-                .commit_polls(&commits, offer.as_ref().map(Offer::claim))
-                .await?;
-            let handed_over = match (handoff, offer) {
-                (Some(handoff), Some(offer)) if !committed.claimed.is_empty() => {
-                    handoff
-                        .hand_over(store.as_ref(), offer, committed.claimed)
-                        .await
-                }
-                _ => 0,
-            };
-            Ok::<_, StoreError>((commits, committed.summaries, handed_over))
-        })
-        .await
-        .unwrap_or_else(|joined| std::panic::resume_unwind(joined.into_panic()))?;
+        let order_ids: Vec<OrderId> = commits.iter().map(|c| c.order_id.clone()).collect();
+        let summaries = self.outbox.commit(commits).await?;
 
         let mut round = PollRound::default();
-        for (commit, summary) in commits.iter().zip(&summaries) {
+        for (order_id, summary) in order_ids.iter().zip(&summaries) {
             if summary.events_inserted > 0 {
                 tracing::info!(
-                    order_id = %commit.order_id,
+                    order_id = %order_id,
                     events = summary.events_inserted,
                     "new events"
                 );
@@ -229,9 +206,6 @@ impl Poller {
                 events_created: summary.events_inserted,
                 deliveries_created: summary.deliveries_created,
             };
-        }
-        if round.deliveries_created > handed_over as u64 {
-            self.deliveries_ready.notify_one();
         }
         Ok(round)
     }

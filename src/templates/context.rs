@@ -2,11 +2,11 @@
 //! with friendly derived values (see `templates/README.md`).
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::TemplateError;
 use crate::domain::ClaimedDelivery;
-use crate::domain::{EventId, EventType, OrderId};
+use crate::domain::{EventId, EventPayload, EventSubject, EventType, OrderId};
 use crate::instacart::models::{ChatMessage, ChatUser, LifecycleMessage, ParticipantType};
 
 /// One event, parsed from its payload (`{"type","timestamp","data"}`) once per delivery.
@@ -25,11 +25,10 @@ impl EventContext {
 
     /// Parses a webhook body; `event_id` is not part of the body, the store keeps it beside.
     pub fn parse(event_id: EventId, payload: &str) -> Result<Self, TemplateError> {
-        let envelope: Envelope =
-            serde_json::from_str(payload).map_err(|source| TemplateError::Payload {
-                event_id: event_id.clone(),
-                source,
-            })?;
+        let envelope = EventPayload::parse(payload).map_err(|source| TemplateError::Payload {
+            event_id: event_id.clone(),
+            source,
+        })?;
         let view = EventView::new(&event_id, envelope)?;
         Ok(Self {
             event_type: view.event_type,
@@ -54,30 +53,6 @@ impl EventContext {
     pub(super) fn view(&self) -> &EventView {
         &self.view
     }
-}
-
-#[derive(Deserialize)]
-struct Envelope {
-    #[serde(rename = "type")]
-    event_type: EventType,
-    timestamp: String,
-    data: Data,
-}
-
-#[derive(Deserialize)]
-struct Data {
-    order_id: OrderId,
-    #[serde(default)]
-    message: Option<ChatMessage>,
-    #[serde(default)]
-    sender: Option<ChatUser>,
-    #[serde(default)]
-    sent_by_retailer: bool,
-    #[serde(default)]
-    notification: Option<LifecycleMessage>,
-    customer: ChatUser,
-    #[serde(default)]
-    current_shopper: Option<ChatUser>,
 }
 
 /// Everything about one event, as templates see it under `event`. Absent values are `none`,
@@ -149,8 +124,8 @@ pub(super) struct NotificationView {
 }
 
 impl EventView {
-    fn new(event_id: &EventId, envelope: Envelope) -> Result<Self, TemplateError> {
-        let Envelope {
+    fn new(event_id: &EventId, envelope: EventPayload) -> Result<Self, TemplateError> {
+        let EventPayload {
             event_type,
             timestamp,
             data,
@@ -160,23 +135,27 @@ impl EventView {
             event_type,
             field,
         };
-        let (message, notification) = match event_type {
-            EventType::ChatMessageCreated | EventType::ChatMessageRead => (
-                Some(data.message.ok_or_else(|| missing("data.message"))?),
-                None,
-            ),
-            EventType::LifecycleMessageCreated => (
-                None,
-                Some(
-                    data.notification
-                        .ok_or_else(|| missing("data.notification"))?,
-                ),
-            ),
-            EventType::OrderChatExpired => (None, None),
+        let (message, sender, sent_by_retailer, notification) = match (event_type, data.subject) {
+            (
+                EventType::ChatMessageCreated | EventType::ChatMessageRead,
+                EventSubject::Chat {
+                    message,
+                    sender,
+                    sent_by_retailer,
+                },
+            ) => (Some(message), sender, sent_by_retailer, None),
+            (EventType::ChatMessageCreated | EventType::ChatMessageRead, _) => {
+                return Err(missing("data.message"))
+            }
+            (EventType::LifecycleMessageCreated, EventSubject::Lifecycle { notification }) => {
+                (None, None, false, Some(notification))
+            }
+            (EventType::LifecycleMessageCreated, _) => return Err(missing("data.notification")),
+            (EventType::OrderChatExpired, _) => (None, None, false, None),
         };
 
         let sender_role = message.as_ref().map(|m| role(m.sender_type));
-        let sender_name = match (&data.sender, sender_role) {
+        let sender_name = match (&sender, sender_role) {
             (Some(sender), _) if !sender.display_name.trim().is_empty() => {
                 sender.display_name.clone()
             }
@@ -184,7 +163,7 @@ impl EventView {
             (_, Some(_)) => "Shopper".to_owned(),
             (_, None) => "Instacart".to_owned(),
         };
-        let sender = data.sender.as_ref().map(Person::from);
+        let sender = sender.as_ref().map(Person::from);
         let customer = Person::from(&data.customer);
         let current_shopper = data.current_shopper.as_ref().map(Person::from);
         let message = message.map(MessageView::from);
@@ -212,7 +191,7 @@ impl EventView {
             sender,
             sender_name,
             sender_role,
-            sent_by_retailer: data.sent_by_retailer,
+            sent_by_retailer,
             medium: notification.as_ref().map(|n| n.medium.clone()),
             message,
             notification,

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use crate::domain::{EventId, EventType, OrderId};
 pub use context::EventContext;
+pub use slack::{remove_action, MARK_READ_ACTION};
 
 /// The loaded, parsed templates; cheap to clone.
 #[derive(Clone)]

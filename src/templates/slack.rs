@@ -126,6 +126,21 @@ pub(super) fn truncate(text: &str, max: usize) -> Option<String> {
     Some(format!("{}…", kept.trim_end()))
 }
 
+/// The `action_id` of the "Mark as read" button (see `templates/slack/chat_message.created.json`).
+pub const MARK_READ_ACTION: &str = "mark_read";
+
+/// Takes the buttons of `action_id` out of `blocks`, and the actions blocks that held only them.
+pub fn remove_action(blocks: &mut Vec<Json>, action_id: &str) {
+    for block in blocks.iter_mut() {
+        if let Some(Json::Array(elements)) = block.get_mut("elements") {
+            elements.retain(|element| element["action_id"] != action_id);
+        }
+    }
+    blocks.retain(|block| {
+        block["type"] != "actions" || block["elements"].as_array().is_some_and(|e| !e.is_empty())
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +173,25 @@ mod tests {
         assert_eq!(truncate("ééééé", 3).as_deref(), Some("éé…"));
         assert_eq!(truncate("ab&amp;cd", 5).as_deref(), Some("ab…"));
         assert_eq!(truncate("ab <https://x|y> z", 8).as_deref(), Some("ab…"));
+    }
+
+    #[test]
+    fn removing_an_action_keeps_other_buttons_and_every_other_block() {
+        let button = |id: &str| serde_json::json!({"type": "button", "action_id": id});
+        let mut blocks = vec![
+            serde_json::json!({"type": "section", "text": {"type": "mrkdwn", "text": "hi"}}),
+            serde_json::json!({"type": "actions", "elements": [button(MARK_READ_ACTION)]}),
+            serde_json::json!({"type": "actions", "elements": [button("other"), button(MARK_READ_ACTION)]}),
+            serde_json::json!({"type": "context", "elements": [{"type": "mrkdwn", "text": "footer"}]}),
+        ];
+        remove_action(&mut blocks, MARK_READ_ACTION);
+        assert_eq!(
+            blocks,
+            vec![
+                serde_json::json!({"type": "section", "text": {"type": "mrkdwn", "text": "hi"}}),
+                serde_json::json!({"type": "actions", "elements": [button("other")]}),
+                serde_json::json!({"type": "context", "elements": [{"type": "mrkdwn", "text": "footer"}]}),
+            ]
+        );
     }
 }

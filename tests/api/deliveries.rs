@@ -4,7 +4,9 @@ use serde_json::{json, Value};
 
 use shopper_bridge::domain::AttemptResolution;
 
-use crate::helpers::{errors, json_body, single_error, spawn_app, timestamp, was_woken, TestApp};
+use crate::helpers::{
+    dispatcher_was_woken, errors, json_body, single_error, spawn_app, timestamp, TestApp,
+};
 
 async fn list(app: &TestApp, query: &str) -> Vec<Value> {
     let body = json_body(
@@ -174,7 +176,7 @@ async fn retrying_a_failed_delivery_makes_it_due_now_and_wakes_the_dispatcher() 
         1,
         "history stays"
     );
-    assert!(was_woken(&app.dispatcher_wake).await);
+    assert!(dispatcher_was_woken(&app).await);
 
     // The dispatcher can claim it again.
     let now = Utc::now();
@@ -210,7 +212,7 @@ async fn retrying_a_delivery_while_it_is_being_attempted_is_a_conflict() {
     )
     .await;
     assert!(error.message.contains("being attempted"), "{error:?}");
-    assert!(!was_woken(&app.dispatcher_wake).await);
+    assert!(!dispatcher_was_woken(&app).await);
 
     // Once the claim is released (here: put back unattempted), it can be retried.
     app.store

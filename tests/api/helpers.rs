@@ -45,7 +45,6 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
     pub poller_wake: Arc<Notify>,
-    pub dispatcher_wake: Arc<Notify>,
     pub poller: Arc<Poller>,
     pub dispatcher: Arc<Dispatcher>,
     /// The SQLite file behind `store`.
@@ -149,7 +148,6 @@ async fn spawn(
         client: reqwest::Client::new(),
         store: state.store,
         poller_wake: state.poller_wake,
-        dispatcher_wake: state.dispatcher_wake,
         poller,
         dispatcher,
         db_url,
@@ -416,6 +414,13 @@ pub fn timestamp(value: &Value) -> DateTime<Utc> {
 /// Whether `wake` was notified (a notification is kept until someone waits).
 pub async fn was_woken(wake: &Notify) -> bool {
     tokio::time::timeout(Duration::from_secs(1), wake.notified())
+        .await
+        .is_ok()
+}
+
+/// Whether the dispatcher was told, within a second, that deliveries are due.
+pub async fn dispatcher_was_woken(app: &TestApp) -> bool {
+    tokio::time::timeout(Duration::from_secs(1), app.dispatcher.outbox().ready())
         .await
         .is_ok()
 }

@@ -14,8 +14,9 @@ use shopper_bridge::domain::{EventId, EventType, OrderId};
 use shopper_bridge::poller::PollRound;
 
 use crate::helpers::{
-    chat_messages_path, connect_error, fixture, json_body, ok_json, on_get, order_messages_path,
-    poll_continuously, spawn_app_with, timestamp, use_connect, wait_until, was_woken, TestApp,
+    chat_messages_path, connect_error, dispatcher_was_woken, fixture, json_body, ok_json, on_get,
+    order_messages_path, poll_continuously, spawn_app_with, timestamp, use_connect, wait_until,
+    TestApp,
 };
 
 const ORDER: &str = "122233";
@@ -116,7 +117,7 @@ async fn an_order_answering_slowly_does_not_hold_back_the_others_commits() {
     }
     assert!(app.deliveries("?order_id=700001").await.is_empty());
     assert!(
-        was_woken(&app.dispatcher_wake).await,
+        dispatcher_was_woken(&app).await,
         "the dispatcher hears of the first group's deliveries at once"
     );
     assert_eq!(polling.await, polled(2, 4));

@@ -11,7 +11,7 @@ use chrono::{TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
-use super::{order_user, verify, within_ack_budget, ActionError, SlackError};
+use super::{verify, within_ack_budget, ActionError, SlackError};
 use crate::admin::AppState;
 use crate::domain::{Channel, SlackTarget, SubscriberStatus};
 use crate::domain::{MessageBody, OrderId, SubscriberId};
@@ -192,7 +192,11 @@ async fn forward(state: AppState, thread: OrderThread, reply: ThreadReply) {
         thread_ts: &reply.thread_ts,
         text: &answer,
     };
-    if let Err(error) = state.slack.post_message(&thread.bot_token, &message).await {
+    if let Err(error) = state
+        .talkback
+        .answer_in_slack(&thread.bot_token, &message)
+        .await
+    {
         tracing::warn!(error = %error_chain(&error), "could not answer in the order's thread");
     }
 }
@@ -204,25 +208,10 @@ async fn send_to_shopper(
 ) -> Result<(), ActionError> {
     let body =
         MessageBody::parse("body", &plain_text(text)).map_err(ActionError::InvalidMessage)?;
-    let user_id = order_user(state, &thread.order_id).await?;
-    let sent = state
-        .instacart
-        .send_message(&thread.order_id, user_id.as_ref(), body.as_str())
+    state
+        .talkback
+        .send_to_shopper(&thread.order_id, None, &body, Some(&thread.subscriber_id))
         .await?;
-    tracing::info!(message_id = sent.id, "reply from Slack sent to the shopper");
-    // The message is out: failing to remember it only costs its echo suppression.
-    if let Err(error) = state
-        .store
-        .record_sent_message(
-            &thread.order_id,
-            sent.id,
-            Some(&thread.subscriber_id),
-            Utc::now(),
-        )
-        .await
-    {
-        tracing::error!(error = %error_chain(&error), "could not record the sent message");
-    }
     Ok(())
 }
 

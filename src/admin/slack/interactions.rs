@@ -13,11 +13,11 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{mention, order_user, verify, within_ack_budget, ActionError, SlackError};
+use super::{mention, verify, within_ack_budget, ActionError, SlackError};
 use crate::admin::AppState;
-use crate::channels::slack::{remove_action, MARK_READ_ACTION};
 use crate::domain::{OrderId, WebhookUrl};
 use crate::telemetry::error_chain;
+use crate::templates::{remove_action, MARK_READ_ACTION};
 
 /// The `block_id` of the status line added to the message: replaced, not repeated, on the next
 /// click.
@@ -118,18 +118,18 @@ async fn mark_read(state: AppState, click: Click) {
     };
     let status = status_line(&outcome, click.user.as_deref(), Utc::now());
     let update = updated_message(click.message, &status, outcome.is_err());
-    if let Err(error) = state.slack.respond(response_url.as_url(), &update).await {
+    if let Err(error) = state
+        .talkback
+        .update_in_slack(response_url.as_url(), &update)
+        .await
+    {
         tracing::warn!(error = %error_chain(&error), "could not update the clicked message");
     }
 }
 
 /// How many messages Connect marked read.
 async fn mark_order_read(state: &AppState, order_id: &OrderId) -> Result<i64, ActionError> {
-    let user_id = order_user(state, order_id).await?;
-    let read = state
-        .instacart
-        .mark_read(order_id, user_id.as_ref())
-        .await?;
+    let read = state.talkback.mark_read(order_id, None, &[]).await?;
     tracing::info!(
         messages_read = read.messages_read_count,
         "marked read from Slack"

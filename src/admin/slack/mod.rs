@@ -28,9 +28,10 @@ use tracing::Instrument;
 
 use super::error::{ErrorBody, ErrorItem};
 use super::AppState;
-use crate::domain::{OrderId, UserId, ValidationError};
+use crate::domain::ValidationError;
 use crate::instacart::InstacartError;
 use crate::store::StoreError;
+use crate::talkback::TalkbackError;
 use crate::telemetry::error_chain;
 
 /// How long a handler waits for its work before answering Slack (which gives up after 3 s).
@@ -125,6 +126,19 @@ enum ActionError {
     Store(#[from] StoreError),
     #[error("{}", plain_words(.0))]
     Upstream(#[from] InstacartError),
+    /// Not from Slack, whose requests never name a user: kept for completeness of the mapping.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl From<TalkbackError> for ActionError {
+    fn from(error: TalkbackError) -> Self {
+        match error {
+            TalkbackError::IdentityConflict(message) => ActionError::Conflict(message),
+            TalkbackError::Store(error) => ActionError::Store(error),
+            TalkbackError::Upstream(error) => ActionError::Upstream(error),
+        }
+    }
 }
 
 impl ActionError {
@@ -147,7 +161,7 @@ impl ActionError {
             ActionError::Upstream(source) => {
                 tracing::warn!(error = %error_chain(source), "Instacart call failed");
             }
-            ActionError::InvalidMessage(_) => {}
+            ActionError::InvalidMessage(_) | ActionError::Conflict(_) => {}
         }
     }
 }
@@ -190,15 +204,6 @@ fn plain_words(error: &InstacartError) -> &'static str {
              bridge's log)"
         }
     }
-}
-
-/// The Instacart user whose token speaks for the order: the one it is watched with, if any.
-async fn order_user(state: &AppState, order_id: &OrderId) -> Result<Option<UserId>, StoreError> {
-    Ok(state
-        .store
-        .get_order(order_id)
-        .await?
-        .and_then(|(order, _)| order.user_id))
 }
 
 /// `<@U123>` for a Slack user id; anything else is not put into mrkdwn.

@@ -1,7 +1,8 @@
 //! The e-mail channel: one multipart/alternative message (plain text and HTML, rendered from the
 //! templates) per event, or per digest of an order's events, through one pooled SMTP transport.
 //! Its Message-ID is derived from the events, and an order's mails to a subscriber form one
-//! thread: the first one's Message-ID is kept in the store and later ones reply to it.
+//! thread: the first one's Message-ID is its root (kept by the dispatcher before the send) and
+//! later ones reply to it.
 
 mod message;
 mod smtp;
@@ -13,12 +14,10 @@ use chrono::{DateTime, Utc};
 use lettre::message::{Mailbox, Mailboxes};
 use lettre::AsyncTransport;
 use std::fmt;
-use std::sync::Arc;
 
-use super::{ChannelSender, SendOutcome};
+use super::{ChannelSender, SendOutcome, Threading};
 use crate::config::{parse_mailbox, ConfigError, EmailSettings};
 use crate::domain::{Channel, ClaimedDelivery};
-use crate::store::Store;
 use crate::templates::{EventContext, TemplateError, Templates};
 use message::{compose, Addressing, Content};
 
@@ -39,7 +38,6 @@ pub struct EmailSender {
     from: Mailbox,
     reply_to: Option<Mailbox>,
     templates: Templates,
-    store: Arc<dyn Store>,
 }
 
 // By hand: nothing of the transport (which holds the credentials) is shown.
@@ -53,12 +51,8 @@ impl fmt::Debug for EmailSender {
 }
 
 impl EmailSender {
-    /// Builds the sender for validated `settings`; `store` keeps the order threads.
-    pub fn new(
-        settings: &EmailSettings,
-        templates: Templates,
-        store: Arc<dyn Store>,
-    ) -> Result<Self, EmailError> {
+    /// Builds the sender for validated `settings`.
+    pub fn new(settings: &EmailSettings, templates: Templates) -> Result<Self, EmailError> {
         let from = settings.from.as_deref().ok_or(EmailError::NotConfigured)?;
         Ok(Self {
             transport: smtp::transport(settings)?,
@@ -69,7 +63,6 @@ impl EmailSender {
                 .map(|reply_to| parse_mailbox("email.reply_to", reply_to))
                 .transpose()?,
             templates,
-            store,
         })
     }
 }
@@ -87,8 +80,18 @@ fn permanent(error: impl Into<String>) -> SendOutcome {
 impl ChannelSender for EmailSender {
     /// `deliveries` are one subscriber's, of one order (the dispatcher groups a digest so), in
     /// the order their events were detected.
+    fn threading(&self, deliveries: &[ClaimedDelivery]) -> Threading {
+        Threading::StartsWith(message_id(deliveries.iter().map(|d| &d.event_id)))
+    }
+
+    /// `thread` is the order's root Message-ID (this mail's own when it is the first).
     #[tracing::instrument(skip_all, fields(events = deliveries.len(), subscriber_id, order_id))]
-    async fn send(&self, deliveries: &[ClaimedDelivery], _now: DateTime<Utc>) -> SendOutcome {
+    async fn send(
+        &self,
+        deliveries: &[ClaimedDelivery],
+        thread: Option<&str>,
+        _now: DateTime<Utc>,
+    ) -> SendOutcome {
         let Some(first) = deliveries.first() else {
             return permanent("nothing to send");
         };
@@ -115,30 +118,12 @@ impl ChannelSender for EmailSender {
             Err(error) => return permanent(format!("cannot render the e-mail: {error}")),
         };
         let message_id = message_id(deliveries.iter().map(|d| &d.event_id));
-        // Claimed before sending, so mails sent at once agree on the root; a retry of the root
-        // finds itself there and stays the root.
-        let root = match self
-            .store
-            .save_thread_ref(&subscriber.id, order_id, &message_id)
-            .await
-        {
-            Ok(root) => root,
-            Err(error) => {
-                tracing::warn!(error = ?error, "cannot read the order's e-mail thread");
-                return SendOutcome::Retry {
-                    after: None,
-                    status: None,
-                    excerpt: None,
-                    error: Some("could not read the order's e-mail thread from the store".into()),
-                };
-            }
-        };
         let addressing = Addressing {
             from: &self.from,
             reply_to: self.reply_to.as_ref(),
             to,
         };
-        let thread_root = (root != message_id).then_some(root.as_str());
+        let thread_root = thread.filter(|root| *root != message_id);
         let message = match compose(addressing, content, &message_id, thread_root) {
             Ok(message) => message,
             Err(error) => return permanent(format!("cannot build the e-mail: {error}")),

@@ -69,6 +69,7 @@ pub fn delivered(response: &Response) -> SendOutcome {
     SendOutcome::Delivered {
         status: Some(code_number(response.code())),
         excerpt: Some(text.join(" ")).filter(|t| !t.is_empty()),
+        thread_started: None,
     }
 }
 

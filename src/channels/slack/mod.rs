@@ -2,8 +2,8 @@
 //! webhook or the Web API's `chat.postMessage` with a bot token.
 //!
 //! With a bot token, the first event of an order posts a top-level message and its `ts` becomes
-//! the order's thread (kept in the store per subscriber and order); later events of the order
-//! reply in that thread, so a channel shows one thread per order. Incoming webhooks cannot
+//! the order's thread (the dispatcher keeps it per subscriber and order); later events of the
+//! order reply in that thread, so a channel shows one thread per order. Incoming webhooks cannot
 //! thread: every event is a top-level message there.
 //!
 //! Messages may carry a "Mark as read" button (action [`MARK_READ_ACTION`]); Slack reports clicks
@@ -25,38 +25,21 @@ use reqwest::{Response, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
 use super::http::{read_excerpt, transport_error_text, EXCERPT_BYTES};
 use super::webhook::WebhookSender;
-use super::{ChannelSender, SendOutcome};
+use super::{ChannelSender, SendOutcome, Threading};
 use crate::config::SlackSettings;
 use crate::domain::{Channel, ClaimedDelivery, SlackTarget};
-use crate::store::Store;
 use crate::telemetry::error_chain;
-use crate::templates::{EventContext, SlackMessage, Templates};
+use crate::templates::{remove_action, EventContext, SlackMessage, Templates, MARK_READ_ACTION};
 use crate::time::retry_after;
 
 /// The most of a Web API answer read to find `ok` and `ts` (they echo the message posted).
 const MAX_REPLY_BYTES: usize = 1024 * 1024;
 const JSON_UTF8: &str = "application/json; charset=utf-8";
-
-/// The `action_id` of the "Mark as read" button (see `templates/slack/chat_message.created.json`).
-pub const MARK_READ_ACTION: &str = "mark_read";
-
-/// Takes the buttons of `action_id` out of `blocks`, and the actions blocks that held only them.
-pub fn remove_action(blocks: &mut Vec<Value>, action_id: &str) {
-    for block in blocks.iter_mut() {
-        if let Some(Value::Array(elements)) = block.get_mut("elements") {
-            elements.retain(|element| element["action_id"] != action_id);
-        }
-    }
-    blocks.retain(|block| {
-        block["type"] != "actions" || block["elements"].as_array().is_some_and(|e| !e.is_empty())
-    });
-}
 
 /// Posts to Slack through the webhooks' pooled client (same timeout, no redirects, the same
 /// guard against private targets), so the process keeps one HTTP pool for outgoing deliveries.
@@ -67,7 +50,6 @@ pub struct SlackSender {
     /// Whether Slack's button clicks reach the bridge (`slack.signing_secret` is set).
     interactive: bool,
     templates: Templates,
-    store: Arc<dyn Store>,
 }
 
 impl fmt::Debug for SlackSender {
@@ -122,14 +104,12 @@ impl SlackSender {
         http: WebhookSender,
         settings: &SlackSettings,
         templates: Templates,
-        store: Arc<dyn Store>,
     ) -> Result<Self, url::ParseError> {
         Ok(Self {
             api: SlackApi::new(http, &settings.api_base_url)?,
             interval: settings.send_interval(),
             interactive: settings.signing_secret.is_some(),
             templates,
-            store,
         })
     }
 
@@ -148,7 +128,12 @@ impl SlackSender {
         event_id = %delivery.event_id,
         subscriber_id = %delivery.subscriber.id,
     ))]
-    async fn post(&self, delivery: &ClaimedDelivery, now: DateTime<Utc>) -> SendOutcome {
+    async fn post(
+        &self,
+        delivery: &ClaimedDelivery,
+        thread_ts: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> SendOutcome {
         let Channel::Slack { target } = &delivery.subscriber.channel else {
             return permanent("not a Slack subscriber");
         };
@@ -170,7 +155,7 @@ impl SlackSender {
                 self.post_to_webhook(webhook_url, &message, now).await
             }
             SlackTarget::Bot { bot_token, channel } => {
-                self.post_message(delivery, bot_token, channel, &message, now)
+                self.post_message(bot_token, channel, thread_ts, &message, now)
                     .await
             }
         }
@@ -203,32 +188,26 @@ impl SlackSender {
             Ok(response) => SendOutcome::Delivered {
                 status: Some(response.status().as_u16()),
                 excerpt: read_excerpt(response).await,
+                thread_started: None,
             },
             Err(outcome) => outcome,
         }
     }
 
+    /// A first message of the order (no `thread_ts`) starts its thread: its `ts` comes back.
     async fn post_message(
         &self,
-        delivery: &ClaimedDelivery,
         bot_token: &str,
         channel: &str,
+        thread_ts: Option<&str>,
         message: &SlackMessage,
         now: DateTime<Utc>,
     ) -> SendOutcome {
-        let (subscriber_id, order_id) = (&delivery.subscriber.id, &delivery.order_id);
-        let thread_ts = match self.store.thread_ref(subscriber_id, order_id).await {
-            Ok(thread_ts) => thread_ts,
-            Err(err) => {
-                tracing::warn!(error = ?err, "cannot read the order's Slack thread");
-                return retry("cannot read the order's Slack thread from the store");
-            }
-        };
         let body = PostMessage {
             channel,
             text: &message.text,
             blocks: &message.blocks,
-            thread_ts: thread_ts.as_deref(),
+            thread_ts,
         };
         let request = self
             .api
@@ -275,26 +254,35 @@ impl SlackSender {
                 }
             };
         }
-        if let (None, Some(ts)) = (thread_ts, reply.ts) {
-            // The message is posted whatever happens here; without the ref, the order's next
-            // event starts a second thread rather than being held back.
-            if let Err(err) = self
-                .store
-                .save_thread_ref(subscriber_id, order_id, &ts)
-                .await
-            {
-                tracing::warn!(error = ?err, "cannot keep the order's Slack thread");
-            }
+        SendOutcome::Delivered {
+            status,
+            excerpt,
+            // Without it, the order's next event starts a second thread rather than being
+            // held back.
+            thread_started: reply.ts.filter(|_| thread_ts.is_none()),
         }
-        SendOutcome::Delivered { status, excerpt }
     }
 }
 
 #[async_trait]
 impl ChannelSender for SlackSender {
-    async fn send(&self, deliveries: &[ClaimedDelivery], now: DateTime<Utc>) -> SendOutcome {
+    fn threading(&self, deliveries: &[ClaimedDelivery]) -> Threading {
+        match deliveries.first().map(|d| &d.subscriber.channel) {
+            Some(Channel::Slack {
+                target: SlackTarget::Bot { .. },
+            }) => Threading::FromSend,
+            _ => Threading::None,
+        }
+    }
+
+    async fn send(
+        &self,
+        deliveries: &[ClaimedDelivery],
+        thread: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> SendOutcome {
         match deliveries {
-            [delivery] => self.post(delivery, now).await,
+            [delivery] => self.post(delivery, thread, now).await,
             _ => permanent("Slack messages carry one event each"),
         }
     }
@@ -350,30 +338,4 @@ async fn read_reply(mut response: Response) -> Vec<u8> {
 fn excerpt(body: &[u8]) -> Option<String> {
     let head = &body[..body.len().min(EXCERPT_BYTES)];
     (!head.is_empty()).then(|| String::from_utf8_lossy(head).into_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn removing_an_action_keeps_other_buttons_and_every_other_block() {
-        let button = |id: &str| json!({"type": "button", "action_id": id});
-        let mut blocks = vec![
-            json!({"type": "section", "text": {"type": "mrkdwn", "text": "hi"}}),
-            json!({"type": "actions", "elements": [button(MARK_READ_ACTION)]}),
-            json!({"type": "actions", "elements": [button("other"), button(MARK_READ_ACTION)]}),
-            json!({"type": "context", "elements": [{"type": "mrkdwn", "text": "footer"}]}),
-        ];
-        remove_action(&mut blocks, MARK_READ_ACTION);
-        assert_eq!(
-            blocks,
-            vec![
-                json!({"type": "section", "text": {"type": "mrkdwn", "text": "hi"}}),
-                json!({"type": "actions", "elements": [button("other")]}),
-                json!({"type": "context", "elements": [{"type": "mrkdwn", "text": "footer"}]}),
-            ]
-        );
-    }
 }

@@ -89,7 +89,12 @@ fn permanent(error: &str) -> SendOutcome {
 
 #[async_trait]
 impl ChannelSender for WebhookSender {
-    async fn send(&self, deliveries: &[ClaimedDelivery], now: DateTime<Utc>) -> SendOutcome {
+    async fn send(
+        &self,
+        deliveries: &[ClaimedDelivery],
+        _thread: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> SendOutcome {
         match deliveries {
             [delivery] => self.post(delivery, now).await,
             _ => permanent("webhooks carry one event each"),
@@ -157,6 +162,7 @@ impl WebhookSender {
             SendOutcome::Delivered {
                 status: code,
                 excerpt,
+                thread_started: None,
             }
         } else if status == StatusCode::GONE {
             SendOutcome::Permanent {
