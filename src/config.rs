@@ -1,6 +1,7 @@
-//! Configuration: a TOML file, every key overridable by `SHOPPER_BRIDGE_`-prefixed environment
-//! variables (`__` separates sections: `SHOPPER_BRIDGE_SERVER__ADMIN_TOKEN`). Validated once at
-//! start-up; errors name the key and the rule.
+//! Configuration: the embedded defaults ([`DEFAULTS`]), then a TOML file, every key overridable
+//! by `SHOPPER_BRIDGE_`-prefixed environment variables (`__` separates sections:
+//! `SHOPPER_BRIDGE_SERVER__ADMIN_TOKEN`). Validated once at start-up; errors name the key and the
+//! rule.
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -14,6 +15,15 @@ use std::time::Duration;
 use url::Url;
 
 pub const ENV_PREFIX: &str = "SHOPPER_BRIDGE_";
+
+/// The default of every key that has one: the only place defaults are written down (the example
+/// file and the README repeat them; tests/cli.rs checks they agree).
+pub const DEFAULTS: &str = include_str!("config.default.toml");
+
+/// The embedded defaults, the layer every other source goes on top of.
+fn defaults() -> Figment {
+    Figment::from(Toml::string(DEFAULTS))
+}
 
 /// The keys holding secrets. Their environment values are taken exactly as written: figment would
 /// otherwise read `0012` as the number 12 (or `[x]` as an array) before the secret sees it.
@@ -73,28 +83,19 @@ impl ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    #[serde(default)]
     pub server: ServerSettings,
-    #[serde(default)]
     pub store: StoreSettings,
-    #[serde(default)]
     pub instacart: InstacartSettings,
-    #[serde(default)]
     pub poller: PollerSettings,
-    #[serde(default)]
     pub delivery: DeliverySettings,
-    #[serde(default)]
     pub templates: TemplateSettings,
-    #[serde(default)]
     pub email: EmailSettings,
-    #[serde(default)]
     pub slack: SlackSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
-    #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// Bearer token for every `/v1` route. Required.
     #[serde(default, deserialize_with = "secret")]
@@ -105,14 +106,12 @@ pub struct ServerSettings {
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
     /// `sqlite://path/to/file.db`.
-    #[serde(default = "default_store_url")]
     pub url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstacartSettings {
-    #[serde(default = "default_instacart_url")]
     pub base_url: Url,
     /// A static bearer token; or leave it out and give `client_id` + `client_secret` for OAuth.
     #[serde(default, deserialize_with = "secret")]
@@ -122,32 +121,28 @@ pub struct InstacartSettings {
     #[serde(default, deserialize_with = "secret")]
     pub client_secret: Option<SecretString>,
     /// Sends `X-Treat-Ids-As-Internal: true`.
-    #[serde(default)]
     pub treat_ids_as_internal: bool,
-    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PollerSettings {
-    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub interval: Duration,
     /// Upstream calls in flight at once.
-    #[serde(default = "default_poll_concurrency")]
     pub concurrency: usize,
     /// Each next poll is spread by up to this share of the interval, either way.
-    #[serde(default = "default_jitter")]
     pub jitter: f64,
     /// Ceiling of the exponential back-off after 429/5xx/transport errors.
-    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
     /// Consecutive 404s before an order is given up as not found.
-    #[serde(default = "default_not_found_confirmations")]
     pub not_found_confirmations: u32,
     /// An order still watched this long after its watch started is stopped (orders on the
     /// chat-messages fallback never see `is_expired`).
-    #[serde(default = "default_max_watch", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub max_watch: Duration,
 }
 
@@ -155,24 +150,21 @@ pub struct PollerSettings {
 #[serde(deny_unknown_fields)]
 pub struct DeliverySettings {
     /// Waits before each retry; after the last one a delivery is parked as failed.
-    #[serde(default = "default_retry_schedule", deserialize_with = "duration_list")]
+    #[serde(deserialize_with = "duration_list")]
     pub retry_schedule: Vec<Duration>,
     /// Each wait is spread by up to this share, either way.
-    #[serde(default = "default_jitter")]
     pub retry_jitter: f64,
-    #[serde(default = "default_delivery_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     /// Deliveries in flight at once.
-    #[serde(default = "default_delivery_concurrency")]
     pub concurrency: usize,
     /// Lets webhooks target private, loopback and link-local addresses.
-    #[serde(default)]
     pub allow_private_targets: bool,
     /// How long a rotated-out secret keeps signing beside the new one.
-    #[serde(default = "default_rotation_grace", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub secret_rotation_grace: Duration,
     /// How long shutdown waits for in-flight deliveries.
-    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
 }
 
@@ -215,7 +207,7 @@ pub struct EmailSettings {
     pub from: Option<String>,
     #[serde(default)]
     pub reply_to: Option<String>,
-    #[serde(default = "default_smtp_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub timeout: Duration,
 }
 
@@ -223,10 +215,8 @@ pub struct EmailSettings {
 #[serde(deny_unknown_fields)]
 pub struct SlackSettings {
     /// The Web API base (tests point it elsewhere).
-    #[serde(default = "default_slack_api")]
     pub api_base_url: Url,
     /// Messages per second per Slack subscriber (Slack allows about one per channel).
-    #[serde(default = "default_slack_rate")]
     pub messages_per_second: f64,
     /// The Slack app's signing secret: with it, `/slack/events` and `/slack/interactions` take
     /// thread replies and button clicks (each request verified with it); without, they are off.
@@ -268,84 +258,34 @@ impl SlackSettings {
     }
 }
 
-fn default_smtp_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_slack_api() -> Url {
-    Url::parse("https://slack.com/api/").expect("static URL")
-}
-fn default_slack_rate() -> f64 {
-    1.0
-}
-
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8080))
-}
-fn default_store_url() -> String {
-    "sqlite://shopper-bridge.db".to_owned()
-}
-fn default_instacart_url() -> Url {
-    Url::parse("https://connect.instacart.com").expect("static URL")
-}
-fn default_request_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_poll_interval() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_poll_concurrency() -> usize {
-    16
-}
-fn default_jitter() -> f64 {
-    0.1
-}
-fn default_max_backoff() -> Duration {
-    Duration::from_secs(300)
-}
-fn default_not_found_confirmations() -> u32 {
-    3
-}
-fn default_max_watch() -> Duration {
-    Duration::from_secs(72 * 3600)
-}
-/// Close to Svix's schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
-fn default_retry_schedule() -> Vec<Duration> {
-    [5, 300, 1800, 7200, 18000, 36000, 36000]
-        .into_iter()
-        .map(Duration::from_secs)
-        .collect()
-}
-fn default_delivery_timeout() -> Duration {
-    Duration::from_secs(15)
-}
-fn default_delivery_concurrency() -> usize {
-    32
-}
-fn default_rotation_grace() -> Duration {
-    Duration::from_secs(24 * 3600)
-}
-fn default_shutdown_grace() -> Duration {
-    Duration::from_secs(10)
+/// The settings the embedded defaults alone give: not valid until an admin token and Instacart
+/// credentials are added.
+impl Default for Settings {
+    fn default() -> Self {
+        defaults()
+            .extract()
+            .expect("the embedded defaults give every section")
+    }
 }
 
-macro_rules! defaults_from_serde {
-    ($($t:ty),*) => {$(
+macro_rules! section_defaults {
+    ($($section:ident: $t:ty),*) => {$(
         impl Default for $t {
             fn default() -> Self {
-                serde_json::from_value(serde_json::json!({})).expect("every field has a default")
+                Settings::default().$section
             }
         }
     )*};
 }
-defaults_from_serde!(
-    ServerSettings,
-    StoreSettings,
-    InstacartSettings,
-    PollerSettings,
-    DeliverySettings,
-    TemplateSettings,
-    EmailSettings,
-    SlackSettings
+section_defaults!(
+    server: ServerSettings,
+    store: StoreSettings,
+    instacart: InstacartSettings,
+    poller: PollerSettings,
+    delivery: DeliverySettings,
+    templates: TemplateSettings,
+    email: EmailSettings,
+    slack: SlackSettings
 );
 
 /// How requests to Instacart authenticate.
@@ -359,7 +299,8 @@ pub enum InstacartAuth {
 }
 
 impl Settings {
-    /// Reads `path` (which must exist when `required`), then the environment, then validates.
+    /// Reads the defaults, `path` (which must exist when `required`), then the environment, then
+    /// validates.
     pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
         if required && !path.exists() {
             return Err(ConfigError::FileNotFound {
@@ -376,8 +317,10 @@ impl Settings {
         Self::from_figment(figment)
     }
 
+    /// `figment` on top of the embedded defaults, validated.
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
-        let settings: Settings = figment
+        let settings: Settings = defaults()
+            .merge(figment)
             .extract()
             .map_err(|e| ConfigError::Parse(Box::new(e)))?;
         settings.validate()?;

@@ -1,11 +1,20 @@
-//! The binary's start-up: a bad configuration fails at once, naming the key and the rule; and
-//! the demo shows each channel.
+//! The binary's start-up: a bad configuration fails at once, naming the key and the rule; the
+//! example file and the README's tables agree with the embedded defaults; and the demo shows each
+//! channel.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use figment::error::Kind;
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Value};
+use figment::Figment;
+use secrecy::SecretString;
+use shopper_bridge::config::{ConfigError, Settings, DEFAULTS};
 
 fn bridge(args: &[&str], env: &[(&str, &str)], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shopper-bridge"))
@@ -196,6 +205,154 @@ fn the_environment_alone_is_enough_to_migrate_a_new_store() {
     );
     assert_eq!(stdout.trim(), "migrations applied");
     assert!(!stderr.contains("sqlite://"), "{stderr}");
+}
+
+const ADMIN_TOKEN: &str = "a-long-enough-admin-token";
+const CONNECT_TOKEN: &str = "static-token";
+
+fn repo_file(name: &str) -> String {
+    format!("{}/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every key the figment sets, dotted (`poller.interval`), with its value.
+fn keys_set(figment: &Figment) -> BTreeMap<String, Value> {
+    fn walk(prefix: &str, dict: &Dict, keys: &mut BTreeMap<String, Value>) {
+        for (name, value) in dict {
+            let key = match prefix {
+                "" => name.clone(),
+                _ => format!("{prefix}.{name}"),
+            };
+            match value {
+                Value::Dict(_, inner) => walk(&key, inner, keys),
+                _ => {
+                    keys.insert(key, value.clone());
+                }
+            }
+        }
+    }
+    let mut keys = BTreeMap::new();
+    walk("", &figment.extract::<Dict>().unwrap(), &mut keys);
+    keys
+}
+
+#[test]
+fn the_example_file_sets_every_default_and_nothing_else() {
+    let example = Figment::from(Toml::file_exact(repo_file("shopper-bridge.example.toml")));
+    let defaults = Figment::from(Toml::string(DEFAULTS));
+    assert_eq!(
+        keys_set(&example).keys().collect::<Vec<_>>(),
+        keys_set(&defaults).keys().collect::<Vec<_>>(),
+        "the example file should set exactly the keys that have a default"
+    );
+
+    // The keys without a default that make settings valid, the same on both sides.
+    let from_example = Settings::from_figment(
+        example
+            .merge(Serialized::default("server.admin_token", ADMIN_TOKEN))
+            .merge(Serialized::default("instacart.token", CONNECT_TOKEN)),
+    )
+    .unwrap();
+    let mut from_defaults = Settings::default();
+    from_defaults.server.admin_token = Some(SecretString::from(ADMIN_TOKEN));
+    from_defaults.instacart.token = Some(SecretString::from(CONNECT_TOKEN));
+    // Settings have no PartialEq (secrets do not compare); their Debug shows every value but the
+    // secrets, which are the same here.
+    let (from_example, from_defaults) =
+        (format!("{from_example:#?}"), format!("{from_defaults:#?}"));
+    assert!(
+        from_example == from_defaults,
+        "from the example file: {from_example}\nfrom the defaults: {from_defaults}"
+    );
+}
+
+/// Each key of the README's `| key | default | meaning |` tables with its default cell (a row
+/// may name two keys that share one).
+fn readme_keys() -> Vec<(String, String)> {
+    let readme = std::fs::read_to_string(repo_file("README.md")).unwrap();
+    let mut rows = Vec::new();
+    let mut in_table = false;
+    for line in readme.lines() {
+        if line == "| key | default | meaning |" {
+            in_table = true;
+        } else if !line.starts_with('|') {
+            in_table = false;
+        } else if in_table && line.starts_with("| `") {
+            let cells: Vec<&str> = line.splitn(4, '|').map(str::trim).collect();
+            for key in cells[1].split('`').skip(1).step_by(2) {
+                rows.push((key.to_owned(), cells[2].to_owned()));
+            }
+        }
+    }
+    rows
+}
+
+/// Whether the settings know `key`: they refuse unknown keys, whatever the value.
+fn is_a_setting(key: &str) -> bool {
+    match Settings::from_figment(Figment::from(Serialized::default(key, "probe"))) {
+        Err(ConfigError::Parse(error)) => !(*error)
+            .into_iter()
+            .any(|e| matches!(e.kind, Kind::UnknownField(..))),
+        _ => true,
+    }
+}
+
+/// A default as the README writes it: `5s`, `16`, `1` (for 1.0), a list as `5s, 5m`.
+fn as_written(value: &Value) -> String {
+    match value {
+        Value::String(_, text) => text.clone(),
+        Value::Bool(_, flag) => flag.to_string(),
+        Value::Num(_, number) => match number.to_f64() {
+            Some(float) => float.to_string(),
+            None => number
+                .to_i128()
+                .expect("TOML integers are signed")
+                .to_string(),
+        },
+        Value::Array(_, items) => items.iter().map(as_written).collect::<Vec<_>>().join(", "),
+        other => panic!("no README form for {other:?}"),
+    }
+}
+
+#[test]
+fn the_readme_tables_name_real_keys_with_the_embedded_defaults() {
+    assert!(
+        !is_a_setting("server.no_such_key"),
+        "the probe finds nothing"
+    );
+    let rows = readme_keys();
+    for key in ["server.listen", "slack.signing_secret", "email.timeout"] {
+        assert!(
+            rows.iter().any(|(k, _)| k == key),
+            "{key} not found in the README tables"
+        );
+    }
+    let defaults = keys_set(&Figment::from(Toml::string(DEFAULTS)));
+    for (key, cell) in &rows {
+        assert!(
+            is_a_setting(key),
+            "the README names `{key}`, which is no setting"
+        );
+        // A default in backticks is a value; `(required)`, `(built-in)` or nothing mean none.
+        let written = cell
+            .strip_prefix('`')
+            .and_then(|c| c.strip_suffix('`'))
+            .filter(|c| !c.contains('`'));
+        match (written, defaults.get(key)) {
+            (Some(written), Some(value)) => {
+                assert_eq!(written, as_written(value), "README default of `{key}`")
+            }
+            (None, None) => {}
+            (written, value) => {
+                panic!("`{key}`: the README says {written:?}, the defaults {value:?}")
+            }
+        }
+    }
+    for key in defaults.keys() {
+        assert!(
+            rows.iter().any(|(k, _)| k == key),
+            "`{key}` is missing from the README tables"
+        );
+    }
 }
 
 /// What the demo must have printed, per channel: a line starting with the first text and

@@ -2,6 +2,8 @@
 //! seed response, and hostile variants of them.
 
 use chrono::{DateTime, Utc};
+use figment::providers::Serialized;
+use figment::Figment;
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
@@ -487,12 +489,12 @@ async fn a_broken_override_stops_the_application_at_start_up() {
         "slack/chat_message.read.txt",
         "{{ event.body",
     );
-    let settings: Settings = serde_json::from_value(serde_json::json!({
+    let settings = Settings::from_figment(Figment::from(Serialized::defaults(serde_json::json!({
         "server": {"listen": "127.0.0.1:0", "admin_token": "an-admin-token-long-enough-for-tests"},
         "store": {"url": format!("sqlite://{}", dir.path().join("bridge.db").display())},
         "instacart": {"token": "unused-connect-token"},
         "templates": {"dir": templates_dir},
-    }))
+    }))))
     .unwrap();
 
     let err = Application::build(settings).await.err().unwrap();

@@ -170,8 +170,10 @@ async fn bridge(settings: DeliverySettings) -> Bridge {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/x.db", dir.path().display());
     let store = store::open(&url).await.unwrap();
-    let mut all: Settings = serde_json::from_value(serde_json::json!({})).unwrap();
-    all.delivery = settings.clone();
+    let mut all = Settings {
+        delivery: settings.clone(),
+        ..Settings::default()
+    };
     let channels = Channels::new(&all, Templates::load(None).unwrap()).unwrap();
     // Never called (no subscriber here marks messages read); were it, nothing listens there.
     all.instacart.base_url = "http://127.0.0.1:9".parse().unwrap();

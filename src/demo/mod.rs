@@ -286,7 +286,7 @@ fn demo_settings(
     simulator_url: &str,
     workdir: &std::path::Path,
 ) -> anyhow::Result<Settings> {
-    let mut settings: Settings = serde_json::from_value(json!({}))?;
+    let mut settings = Settings::default();
     settings.server.listen = listen;
     settings.store.url = format!("sqlite://{}", workdir.join("demo.db").display());
     settings.instacart.base_url = simulator_url.parse()?;

@@ -11,7 +11,7 @@ use reqwest::header::ACCEPT;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
-use super::client::Answer;
+use super::answer::Answer;
 use super::error::{Endpoint, InstacartError};
 use super::models::{TokenRequest, TokenResponse};
 use crate::config::InstacartAuth;

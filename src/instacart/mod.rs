@@ -1,5 +1,6 @@
 //! The Instacart Connect post-checkout API: typed models, authentication and the client.
 
+mod answer;
 mod auth;
 mod client;
 mod error;

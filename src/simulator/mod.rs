@@ -10,6 +10,8 @@
 mod data;
 mod http;
 mod oauth;
+mod response;
+mod shared;
 mod state;
 
 use std::fmt;
@@ -24,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::{OrderId, ValidationError};
 use crate::instacart::models::{ChatMessage, LifecycleMessage};
-use http::Shared;
+use shared::Shared;
 
 #[derive(Clone)]
 pub struct SimulatorConfig {

@@ -15,8 +15,8 @@ use base64::Engine;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
-use super::http::{json_response, Counter, Shared};
-use super::state::to_json;
+use super::response::{json_response, to_json};
+use super::shared::{Counter, Shared};
 use crate::domain::UserId;
 use crate::instacart::models::{TokenRequest, TokenResponse};
 

@@ -12,10 +12,9 @@ use rand::distributions::Alphanumeric;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
 
 use super::data::{self, SEED_ORDER, SMS_SENDER};
-use super::http::ApiError;
+use super::response::{to_json, ApiError};
 use super::{Faults, MessageTiming, OrderMessagesFailure, Timings};
 use crate::instacart::models::{
     ChatMessage, ChatMessagesMetadata, ChatMessagesResponse, ChatUser, LifecycleMessage,
@@ -665,8 +664,4 @@ fn lifecycle_message(
 /// Upstream timestamps are whole seconds in UTC.
 fn utc_now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(0)
-}
-
-pub(super) fn to_json<T: Serialize>(value: &T) -> Bytes {
-    Bytes::from(serde_json::to_vec(value).expect("the Connect models always serialize"))
 }

@@ -84,7 +84,7 @@ pub async fn spawn_app() -> TestApp {
 /// token, webhooks allowed to target loopback.
 pub fn test_settings(dir: &Path) -> Settings {
     let admin_token = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
-    let mut settings: Settings = serde_json::from_value(json!({})).expect("defaults");
+    let mut settings = Settings::default();
     settings.server.listen = ([127, 0, 0, 1], 0).into();
     settings.server.admin_token = Some(SecretString::from(admin_token));
     settings.store.url = format!("sqlite://{}", dir.join("bridge.db").display());
