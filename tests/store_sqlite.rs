@@ -1303,7 +1303,7 @@ async fn concurrent_writers_queue_instead_of_failing() {
 async fn store_before_event_keys(dir: &TempDir) -> sqlx::SqlitePool {
     let earlier = dir.path().join("migrations");
     std::fs::create_dir(&earlier).unwrap();
-    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/sqlite/migrations");
     for entry in std::fs::read_dir(all).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();

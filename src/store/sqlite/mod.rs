@@ -87,7 +87,9 @@ impl SqliteStore {
 /// they are done.
 async fn migrate(options: &SqliteConnectOptions) -> StoreResult<()> {
     let mut conn = options.clone().foreign_keys(false).connect().await?;
-    sqlx::migrate!("./migrations/sqlite").run(&mut conn).await?;
+    sqlx::migrate!("./src/store/sqlite/migrations")
+        .run(&mut conn)
+        .await?;
     let dangling: Option<(String, Option<i64>, String)> =
         sqlx::query_as("SELECT \"table\", rowid, parent FROM pragma_foreign_key_check LIMIT 1")
             .fetch_optional(&mut conn)
