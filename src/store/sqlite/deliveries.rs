@@ -6,11 +6,13 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::subscribers::load_subscribers;
-use super::{counter, id_list, invalid, json_error, ms, opt_time, time, to_json, SqliteStore};
+use super::subscribers::subscribers_by_id;
+use super::{
+    counter, id_list, invalid, json_error, ms, opt_time, time, to_json, Queue, SqliteStore,
+};
 use crate::domain::{
     Attempt, AttemptRecord, AttemptResolution, ClaimToken, ClaimedDelivery, Delivery, DeliveryId,
-    DeliveryStatus, EventId, EventType, OrderId, Subscriber, SubscriberId, SubscriberStatus,
+    DeliveryStatus, EventId, EventType, OrderId, SubscriberId, SubscriberStatus,
 };
 use crate::store::{DeliveryFilter, DeliveryStore, RetryOutcome, StoreError, StoreResult};
 
@@ -233,15 +235,7 @@ impl DeliveryStore for SqliteStore {
                 .into_iter()
                 .map(|event| (event.0.clone(), event))
                 .collect();
-        let mut subscriber_ids: Vec<&str> = due.iter().map(|d| d.3.as_str()).collect();
-        subscriber_ids.sort_unstable();
-        subscriber_ids.dedup();
-        let subscribers: HashMap<String, Arc<Subscriber>> =
-            load_subscribers(&mut conn, Some(&id_list(subscriber_ids)))
-                .await?
-                .into_iter()
-                .map(|s| (s.id.as_str().to_owned(), Arc::new(s)))
-                .collect();
+        let subscribers = subscribers_by_id(&mut conn, due.iter().map(|d| d.3.as_str())).await?;
         drop(conn);
 
         let mut payloads: HashMap<&str, Arc<str>> = HashMap::with_capacity(events.len());
@@ -385,15 +379,7 @@ impl DeliveryStore for SqliteStore {
 
     #[tracing::instrument(skip_all)]
     async fn next_delivery_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
-        // Deliveries of disabled subscribers are paused (no due time): they wake no one.
-        let next: Option<i64> = sqlx::query_scalar(
-            "SELECT next_attempt_at FROM deliveries \
-             WHERE status = 'pending' AND next_attempt_at IS NOT NULL \
-             ORDER BY next_attempt_at LIMIT 1",
-        )
-        .fetch_optional(&self.reader)
-        .await?;
-        opt_time(next)
+        self.next_due(Queue::Deliveries).await
     }
 
     #[tracing::instrument(skip_all)]

@@ -74,6 +74,52 @@ impl SqliteStore {
     async fn write_tx(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
+
+    /// When the first item of `queue` falls due, if any.
+    async fn next_due(&self, queue: Queue) -> StoreResult<Option<DateTime<Utc>>> {
+        let next: Option<i64> = sqlx::query_scalar(queue.next_due_query())
+            .fetch_optional(&self.reader)
+            .await?;
+        opt_time(next)
+    }
+}
+
+/// What waits for a due time: watched orders their next poll, pending deliveries their next
+/// attempt. Each has a (status, due time) index that yields the earliest at once.
+#[derive(Debug, Clone, Copy)]
+enum Queue {
+    Polls,
+    Deliveries,
+}
+
+macro_rules! next_due_query {
+    ($table:literal, $waiting:literal, $due:literal) => {
+        concat!(
+            "SELECT ",
+            $due,
+            " FROM ",
+            $table,
+            " WHERE ",
+            $waiting,
+            " AND ",
+            $due,
+            " IS NOT NULL ORDER BY ",
+            $due,
+            " LIMIT 1"
+        )
+    };
+}
+
+impl Queue {
+    fn next_due_query(self) -> &'static str {
+        match self {
+            Queue::Polls => next_due_query!("orders", "state = 'watching'", "next_poll_at"),
+            // Deliveries of disabled subscribers are paused (no due time): they wake no one.
+            Queue::Deliveries => {
+                next_due_query!("deliveries", "status = 'pending'", "next_attempt_at")
+            }
+        }
+    }
 }
 
 /// Applies pending migrations on a connection of their own with foreign-key enforcement off, as

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
-use super::{counter, invalid, ms, opt_time, time, SqliteStore};
+use super::{counter, invalid, ms, opt_time, time, Queue, SqliteStore};
 use crate::domain::{FallbackReason, Order, OrderCounts, OrderId, OrderState, UserId};
 use crate::store::{OrderStore, StoreError, StoreResult};
 
@@ -190,13 +190,6 @@ impl OrderStore for SqliteStore {
 
     #[tracing::instrument(skip_all)]
     async fn next_poll_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
-        let next: Option<i64> = sqlx::query_scalar(
-            "SELECT next_poll_at FROM orders \
-             WHERE state = 'watching' AND next_poll_at IS NOT NULL \
-             ORDER BY next_poll_at LIMIT 1",
-        )
-        .fetch_optional(&self.reader)
-        .await?;
-        opt_time(next)
+        self.next_due(Queue::Polls).await
     }
 }

@@ -6,11 +6,11 @@ use sqlx::SqliteConnection;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::subscribers::{decode_filter, load_subscribers};
+use super::subscribers::{decode_filter, subscribers_by_id};
 use super::{id_list, invalid, json_error, ms, opt_ms, to_json, SqliteStore};
 use crate::domain::{
-    ClaimedDelivery, DeliveryId, FallbackReason, NewEvent, OrderId, SeenState, Subscriber,
-    SubscriberFilter, SubscriberId,
+    ClaimedDelivery, DeliveryId, FallbackReason, NewEvent, OrderId, SeenState, SubscriberFilter,
+    SubscriberId,
 };
 use crate::store::{
     ClaimAtCreation, CommitSummary, CommittedPolls, PollCommit, PollStore, StoreError, StoreResult,
@@ -92,6 +92,25 @@ async fn digest_due_at(
     Ok(due)
 }
 
+/// A delivery row as `fan_out` writes it: id, event id, subscriber id, due time, creation
+/// time, and the claim and lease it is created under, if any.
+type NewDeliveryRow<'a> = (
+    DeliveryId,
+    &'a str,
+    &'a str,
+    i64,
+    i64,
+    Option<&'a str>,
+    Option<i64>,
+);
+
+/// What the fan-out is about to write: its rows, and (row, event) of each delivery created
+/// claimed.
+struct Planned<'a> {
+    rows: Vec<NewDeliveryRow<'a>>,
+    claimed: Vec<(usize, &'a NewEvent)>,
+}
+
 /// One pending delivery per matching active subscriber of each new event (with the index of the
 /// commit it came from), all in one statement; counts them into that commit's summary. With
 /// `claim`, the deliveries due at once are created claimed (up to its limit) and returned.
@@ -101,15 +120,33 @@ async fn fan_out(
     summaries: &mut [CommitSummary],
     claim: Option<&ClaimAtCreation>,
 ) -> StoreResult<Vec<ClaimedDelivery>> {
-    let subscribers = active_filters(&mut *conn).await?;
+    let targets = active_filters(&mut *conn).await?;
+    let planned = plan_deliveries(&mut *conn, &targets, new_events, summaries, claim).await?;
+    if planned.rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    insert_deliveries(&mut *conn, &planned.rows).await?;
+    let Some(claim) = claim.filter(|_| !planned.claimed.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    claimed_at_creation(conn, &planned, claim).await
+}
+
+/// Which subscriber gets which new event when, and which of those deliveries the commit claims.
+async fn plan_deliveries<'a>(
+    conn: &mut SqliteConnection,
+    targets: &'a [FanOutTarget],
+    new_events: &[(usize, &'a NewEvent)],
+    summaries: &mut [CommitSummary],
+    claim: Option<&'a ClaimAtCreation>,
+) -> StoreResult<Planned<'a>> {
     let mut digests = HashMap::new();
     let mut rows = Vec::new();
-    // (row, event) of each delivery created claimed.
     let mut claimed: Vec<(usize, &NewEvent)> = Vec::new();
     let claim_limit = claim.map_or(0, |claim| claim.limit);
     for &(index, event) in new_events {
         let created = ms(event.created_at);
-        for target in &subscribers {
+        for target in targets {
             let excluded = event
                 .exclude_subscribers
                 .iter()
@@ -152,9 +189,13 @@ async fn fan_out(
             summaries[index].deliveries_created += 1;
         }
     }
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
+    Ok(Planned { rows, claimed })
+}
+
+async fn insert_deliveries(
+    conn: &mut SqliteConnection,
+    rows: &[NewDeliveryRow<'_>],
+) -> StoreResult<()> {
     sqlx::query(
         "WITH r(v) AS MATERIALIZED (SELECT value FROM json_each(?1)) \
          INSERT INTO deliveries (id, event_seq, subscriber_id, status, \
@@ -163,26 +204,27 @@ async fn fan_out(
              v ->> 3, v ->> 4, v ->> 4, v ->> 5, v ->> 6 \
          FROM r",
     )
-    .bind(to_json(&rows))
-    .execute(&mut *conn)
+    .bind(to_json(rows))
+    .execute(conn)
     .await?;
-    let Some(claim) = claim.filter(|_| !claimed.is_empty()) else {
-        return Ok(Vec::new());
-    };
+    Ok(())
+}
 
-    let mut subscriber_ids: Vec<&str> = claimed.iter().map(|&(row, _)| rows[row].2).collect();
-    subscriber_ids.sort_unstable();
-    subscriber_ids.dedup();
-    let subscribers: HashMap<String, Arc<Subscriber>> =
-        load_subscribers(&mut *conn, Some(&id_list(subscriber_ids)))
-            .await?
-            .into_iter()
-            .map(|s| (s.id.as_str().to_owned(), Arc::new(s)))
-            .collect();
+/// The deliveries the commit created claimed, as the dispatcher sends them: their subscribers
+/// read once, each payload shared by the deliveries of its event.
+async fn claimed_at_creation(
+    conn: &mut SqliteConnection,
+    planned: &Planned<'_>,
+    claim: &ClaimAtCreation,
+) -> StoreResult<Vec<ClaimedDelivery>> {
+    let rows = &planned.rows;
+    let subscribers =
+        subscribers_by_id(conn, planned.claimed.iter().map(|&(row, _)| rows[row].2)).await?;
     let mut payloads: HashMap<&str, Arc<str>> = HashMap::new();
-    claimed
-        .into_iter()
-        .map(|(row, event)| {
+    planned
+        .claimed
+        .iter()
+        .map(|&(row, event)| {
             let (id, _, subscriber_id, ..) = &rows[row];
             let subscriber = subscribers.get(*subscriber_id).ok_or_else(|| {
                 StoreError::Corrupt(format!("subscriber {subscriber_id} vanished in a commit"))
@@ -203,6 +245,224 @@ async fn fan_out(
             })
         })
         .collect()
+}
+
+/// A batch of polls as the rows its statements carry, each kind of change in one JSON array:
+/// a poll with news costs rows, not statements.
+struct PollRows<'a> {
+    /// Order id, kind, upstream id, read.
+    seen: Vec<(&'a str, &'static str, i64, bool)>,
+    /// Order id and chat message id of each reading.
+    read: Vec<(&'a str, i64)>,
+    /// The ids of the batch's events, as an [`id_list`].
+    event_ids: String,
+    /// Id, order id, type, creation time, and where its payload lies in `payloads`.
+    events: String,
+    /// Payloads travel beside the JSON rows, as one blob the rows point into: inside a JSON
+    /// string each would be escaped here, then parsed and unescaped again by SQLite.
+    payloads: Vec<u8>,
+    /// Each order's progress, once per order.
+    progress: Vec<ProgressRow<'a>>,
+}
+
+/// Order id, state, fallback, next poll, polled at, last error, failures, not-found count.
+type ProgressRow<'a> = (
+    &'a str,
+    &'static str,
+    Option<&'static str>,
+    Option<i64>,
+    i64,
+    Option<&'a str>,
+    u32,
+    u32,
+);
+
+impl<'a> PollRows<'a> {
+    fn of(commits: &'a [PollCommit]) -> Self {
+        let mut seen = Vec::new();
+        let mut read = Vec::new();
+        let mut events = Vec::new();
+        let mut payloads = Vec::new();
+        for commit in commits {
+            let order_id = commit.order_id.as_str();
+            seen.extend(
+                commit
+                    .new_chat
+                    .iter()
+                    .map(|&(id, read)| (order_id, "chat", id, read)),
+            );
+            seen.extend(
+                commit
+                    .new_lifecycle
+                    .iter()
+                    .map(|&id| (order_id, "lifecycle", id, false)),
+            );
+            read.extend(commit.newly_read.iter().map(|&id| (order_id, id)));
+            for event in &commit.events {
+                // 1-based, as SQLite's `substr` counts.
+                let start = payloads.len() + 1;
+                payloads.extend_from_slice(event.payload.as_bytes());
+                events.push((
+                    event.id.as_str(),
+                    event.order_id.as_str(),
+                    event.event_type.as_str(),
+                    ms(event.created_at),
+                    start,
+                    event.payload.len(),
+                ));
+            }
+        }
+        // Of two commits of the same order, the later one's progress stands.
+        let mut progressed = HashSet::new();
+        let progress = commits
+            .iter()
+            .rev()
+            .filter(|commit| progressed.insert(commit.order_id.as_str()))
+            .map(|commit| {
+                let progress = &commit.progress;
+                (
+                    commit.order_id.as_str(),
+                    progress.state.as_str(),
+                    progress.fallback.map(FallbackReason::as_str),
+                    opt_ms(progress.next_poll_at),
+                    ms(progress.polled_at),
+                    progress.last_error.as_deref(),
+                    progress.consecutive_failures,
+                    progress.not_found_count,
+                )
+            })
+            .collect();
+        let event_ids = id_list(
+            commits
+                .iter()
+                .flat_map(|commit| &commit.events)
+                .map(|event| event.id.as_str()),
+        );
+        PollRows {
+            seen,
+            read,
+            event_ids,
+            events: to_json(&events),
+            payloads,
+            progress,
+        }
+    }
+}
+
+async fn insert_seen_items(
+    conn: &mut SqliteConnection,
+    seen: &[(&str, &str, i64, bool)],
+) -> StoreResult<()> {
+    if seen.is_empty() {
+        return Ok(());
+    }
+    // `WHERE true` keeps the upsert's ON from being parsed as a join constraint.
+    sqlx::query(
+        "INSERT INTO seen_items (order_id, kind, upstream_id, read) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 \
+         FROM json_each(?1) WHERE true \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(to_json(seen))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks chat messages read and forgets who asked for those readings.
+async fn apply_readings(conn: &mut SqliteConnection, read: &[(&str, i64)]) -> StoreResult<()> {
+    if read.is_empty() {
+        return Ok(());
+    }
+    let read_rows = to_json(read);
+    sqlx::query(
+        "UPDATE seen_items SET read = 1 \
+         WHERE (order_id, kind, upstream_id) IN \
+             (SELECT value ->> 0, 'chat', value ->> 1 FROM json_each(?1))",
+    )
+    .bind(&read_rows)
+    .execute(&mut *conn)
+    .await?;
+    // A reading is announced once: who asked for it matters no more.
+    sqlx::query(
+        "DELETE FROM read_requests WHERE (order_id, message_id) IN \
+             (SELECT value ->> 0, value ->> 1 FROM json_each(?1))",
+    )
+    .bind(&read_rows)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Inserts the batch's events not stored yet, counting them into their commits' summaries;
+/// returns them with the index of the commit each came from.
+async fn insert_events<'a>(
+    conn: &mut SqliteConnection,
+    commits: &'a [PollCommit],
+    rows: &PollRows<'_>,
+    summaries: &mut [CommitSummary],
+) -> StoreResult<Vec<(usize, &'a NewEvent)>> {
+    // The events already stored come back as one row: a row per inserted event would cost a
+    // hop between threads each.
+    let stored: String = sqlx::query_scalar(
+        "SELECT json_group_array(id) FROM events \
+         WHERE id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(&rows.event_ids)
+    .fetch_one(&mut *conn)
+    .await?;
+    let stored: Vec<String> =
+        serde_json::from_str(&stored).map_err(json_error("stored event ids"))?;
+    // A blob's `substr` counts bytes; the cast reads them back as the UTF-8 text they were.
+    sqlx::query(
+        "WITH r(v) AS MATERIALIZED (SELECT value FROM json_each(?1)) \
+         INSERT INTO events (id, order_id, type, payload, created_at) \
+         SELECT v ->> 0, v ->> 1, v ->> 2, \
+             CAST(substr(?2, v ->> 4, v ->> 5) AS TEXT), v ->> 3 \
+         FROM r WHERE true \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&rows.events)
+    .bind(&rows.payloads)
+    .execute(&mut *conn)
+    .await?;
+    // An event is new where it was neither stored before nor earlier in this batch.
+    let mut known: HashSet<&str> = stored.iter().map(String::as_str).collect();
+    let mut new_events = Vec::new();
+    for (index, commit) in commits.iter().enumerate() {
+        for event in &commit.events {
+            if known.insert(event.id.as_str()) {
+                summaries[index].events_inserted += 1;
+                new_events.push((index, event));
+            }
+        }
+    }
+    Ok(new_events)
+}
+
+/// Writes each order's polling state, only while it is still watched: a concurrent stop wins.
+async fn write_progress(
+    conn: &mut SqliteConnection,
+    progress: &[ProgressRow<'_>],
+) -> StoreResult<()> {
+    // `+state`: without it the planner walks every watched order by the (state, next_poll_at)
+    // index and scans the batch for each, instead of looking the batch's orders up by key.
+    sqlx::query(
+        "UPDATE orders SET state = p.state, fallback = p.fallback, \
+             next_poll_at = p.next_poll_at, last_polled_at = p.polled_at, \
+             last_error = p.last_error, consecutive_failures = p.failures, \
+             not_found_count = p.not_found \
+         FROM (SELECT value ->> 0 AS order_id, value ->> 1 AS state, \
+                      value ->> 2 AS fallback, value ->> 3 AS next_poll_at, \
+                      value ->> 4 AS polled_at, value ->> 5 AS last_error, \
+                      value ->> 6 AS failures, value ->> 7 AS not_found \
+               FROM json_each(?1)) AS p \
+         WHERE orders.order_id = p.order_id AND +orders.state = 'watching'",
+    )
+    .bind(to_json(progress))
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 #[async_trait]
@@ -276,167 +536,20 @@ impl PollStore for SqliteStore {
         if commits.is_empty() {
             return Ok(CommittedPolls::default());
         }
-        // Each kind of change goes in with one statement for the whole batch, its rows carried
-        // by one JSON array: a poll with news costs rows, not statements.
-        let mut seen_rows = Vec::new();
-        let mut read_rows = Vec::new();
-        let mut event_rows = Vec::new();
-        // Payloads travel beside the JSON rows, as one blob the rows point into: inside a JSON
-        // string each would be escaped here, then parsed and unescaped again by SQLite.
-        let mut payloads = Vec::new();
-        for commit in commits {
-            let order_id = commit.order_id.as_str();
-            seen_rows.extend(
-                commit
-                    .new_chat
-                    .iter()
-                    .map(|&(id, read)| (order_id, "chat", id, read)),
-            );
-            seen_rows.extend(
-                commit
-                    .new_lifecycle
-                    .iter()
-                    .map(|&id| (order_id, "lifecycle", id, false)),
-            );
-            read_rows.extend(commit.newly_read.iter().map(|&id| (order_id, id)));
-            for event in &commit.events {
-                // 1-based, as SQLite's `substr` counts.
-                let start = payloads.len() + 1;
-                payloads.extend_from_slice(event.payload.as_bytes());
-                event_rows.push((
-                    event.id.as_str(),
-                    event.order_id.as_str(),
-                    event.event_type.as_str(),
-                    ms(event.created_at),
-                    start,
-                    event.payload.len(),
-                ));
-            }
-        }
-        // Of two commits of the same order, the later one's progress stands.
-        let mut progressed = HashSet::new();
-        let progress_rows: Vec<_> = commits
-            .iter()
-            .rev()
-            .filter(|commit| progressed.insert(commit.order_id.as_str()))
-            .map(|commit| {
-                let progress = &commit.progress;
-                (
-                    commit.order_id.as_str(),
-                    progress.state.as_str(),
-                    progress.fallback.map(FallbackReason::as_str),
-                    opt_ms(progress.next_poll_at),
-                    ms(progress.polled_at),
-                    progress.last_error.as_deref(),
-                    progress.consecutive_failures,
-                    progress.not_found_count,
-                )
-            })
-            .collect();
-        let event_ids = id_list(
-            commits
-                .iter()
-                .flat_map(|commit| &commit.events)
-                .map(|event| event.id.as_str()),
-        );
-        let event_rows = to_json(&event_rows);
+        let rows = PollRows::of(commits);
         let mut tx = self.write_tx().await?;
-        if !seen_rows.is_empty() {
-            // `WHERE true` keeps the upsert's ON from being parsed as a join constraint.
-            sqlx::query(
-                "INSERT INTO seen_items (order_id, kind, upstream_id, read) \
-                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 \
-                 FROM json_each(?1) WHERE true \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(to_json(&seen_rows))
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !read_rows.is_empty() {
-            let read_rows = to_json(&read_rows);
-            sqlx::query(
-                "UPDATE seen_items SET read = 1 \
-                 WHERE (order_id, kind, upstream_id) IN \
-                     (SELECT value ->> 0, 'chat', value ->> 1 FROM json_each(?1))",
-            )
-            .bind(&read_rows)
-            .execute(&mut *tx)
-            .await?;
-            // A reading is announced once: who asked for it matters no more.
-            sqlx::query(
-                "DELETE FROM read_requests WHERE (order_id, message_id) IN \
-                     (SELECT value ->> 0, value ->> 1 FROM json_each(?1))",
-            )
-            .bind(&read_rows)
-            .execute(&mut *tx)
-            .await?;
-        }
-
+        insert_seen_items(&mut tx, &rows.seen).await?;
+        apply_readings(&mut tx, &rows.read).await?;
         let mut summaries = vec![CommitSummary::default(); commits.len()];
         let mut claimed = Vec::new();
         if commits.iter().any(|commit| !commit.events.is_empty()) {
-            // The events already stored come back as one row: a row per inserted event would
-            // cost a hop between threads each.
-            let stored: String = sqlx::query_scalar(
-                "SELECT json_group_array(id) FROM events \
-                 WHERE id IN (SELECT value FROM json_each(?1))",
-            )
-            .bind(&event_ids)
-            .fetch_one(&mut *tx)
-            .await?;
-            let stored: Vec<String> =
-                serde_json::from_str(&stored).map_err(json_error("stored event ids"))?;
-            // A blob's `substr` counts bytes; the cast reads them back as the UTF-8 text they
-            // were.
-            sqlx::query(
-                "WITH r(v) AS MATERIALIZED (SELECT value FROM json_each(?1)) \
-                 INSERT INTO events (id, order_id, type, payload, created_at) \
-                 SELECT v ->> 0, v ->> 1, v ->> 2, \
-                     CAST(substr(?2, v ->> 4, v ->> 5) AS TEXT), v ->> 3 \
-                 FROM r WHERE true \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&event_rows)
-            .bind(&payloads)
-            .execute(&mut *tx)
-            .await?;
-            // An event is new where it was neither stored before nor earlier in this batch.
-            let mut known: HashSet<&str> = stored.iter().map(String::as_str).collect();
-            let mut new_events = Vec::new();
-            for (index, commit) in commits.iter().enumerate() {
-                for event in &commit.events {
-                    if known.insert(event.id.as_str()) {
-                        summaries[index].events_inserted += 1;
-                        new_events.push((index, event));
-                    }
-                }
-            }
+            let new_events = insert_events(&mut tx, commits, &rows, &mut summaries).await?;
             // Subscribers are only read when there is something new to fan out.
             if !new_events.is_empty() {
                 claimed = fan_out(&mut tx, &new_events, &mut summaries, claim).await?;
             }
         }
-
-        // `+state`: without it the planner walks every watched order by the (state,
-        // next_poll_at) index and scans the batch for each, instead of looking the batch's
-        // orders up by key.
-        sqlx::query(
-            "UPDATE orders SET state = p.state, fallback = p.fallback, \
-                 next_poll_at = p.next_poll_at, last_polled_at = p.polled_at, \
-                 last_error = p.last_error, consecutive_failures = p.failures, \
-                 not_found_count = p.not_found \
-             FROM (SELECT value ->> 0 AS order_id, value ->> 1 AS state, \
-                          value ->> 2 AS fallback, value ->> 3 AS next_poll_at, \
-                          value ->> 4 AS polled_at, value ->> 5 AS last_error, \
-                          value ->> 6 AS failures, value ->> 7 AS not_found \
-                   FROM json_each(?1)) AS p \
-             WHERE orders.order_id = p.order_id AND +orders.state = 'watching'",
-        )
-        .bind(to_json(&progress_rows))
-        .execute(&mut *tx)
-        .await?;
-
+        write_progress(&mut tx, &rows.progress).await?;
         tx.commit().await?;
         Ok(CommittedPolls { summaries, claimed })
     }

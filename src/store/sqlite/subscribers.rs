@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::deliveries::pause_deliveries;
 use super::{id_list, invalid, json_error, ms, opt_time, time, to_json, SqliteStore};
@@ -51,8 +52,24 @@ struct SecretRow {
     expires_at: Option<i64>,
 }
 
+/// The subscribers named in `ids` (repeats allowed), by id, each shared by the deliveries that
+/// go to it.
+pub(super) async fn subscribers_by_id<'a>(
+    conn: &mut SqliteConnection,
+    ids: impl IntoIterator<Item = &'a str>,
+) -> StoreResult<HashMap<String, Arc<Subscriber>>> {
+    let mut ids: Vec<&str> = ids.into_iter().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(load_subscribers(conn, Some(&id_list(ids)))
+        .await?
+        .into_iter()
+        .map(|s| (s.id.as_str().to_owned(), Arc::new(s)))
+        .collect())
+}
+
 /// Subscribers with their secrets (newest first): those named in `ids` (an [`id_list`]), or all.
-pub(super) async fn load_subscribers(
+async fn load_subscribers(
     conn: &mut SqliteConnection,
     ids: Option<&str>,
 ) -> StoreResult<Vec<Subscriber>> {
