@@ -12,7 +12,7 @@ use super::{
 };
 use crate::domain::{
     Attempt, AttemptRecord, AttemptResolution, ClaimToken, ClaimedDelivery, Delivery, DeliveryId,
-    DeliveryStatus, EventId, EventType, OrderId, SubscriberId, SubscriberStatus,
+    DeliveryStatus, EventId, EventType, OrderId, Subscriber, SubscriberId, SubscriberStatus,
 };
 use crate::store::{DeliveryFilter, DeliveryStore, RetryOutcome, StoreError, StoreResult};
 
@@ -173,6 +173,107 @@ pub(super) async fn pause_deliveries(
     Ok(())
 }
 
+/// The claimed batch as the dispatcher sends it, in `due`'s order, each payload shared by the
+/// deliveries of its event.
+fn assemble_claimed(
+    claim: &ClaimToken,
+    due: Vec<ClaimedRow>,
+    events: &HashMap<String, ClaimedEventRow>,
+    subscribers: &HashMap<String, Arc<Subscriber>>,
+) -> StoreResult<Vec<ClaimedDelivery>> {
+    let mut payloads: HashMap<&str, Arc<str>> = HashMap::with_capacity(events.len());
+    let mut batch = Vec::with_capacity(due.len());
+    for ClaimedRow(_, id, event_id, subscriber_id, attempt_count) in due {
+        let (Some(subscriber), Some(event)) =
+            (subscribers.get(&subscriber_id), events.get(&event_id))
+        else {
+            return Err(StoreError::Corrupt(format!(
+                "delivery {id} lacks its event or subscriber"
+            )));
+        };
+        let ClaimedEventRow(event_key, event_type, order_id, created_at, payload) = event;
+        let payload = payloads
+            .entry(event_key.as_str())
+            .or_insert_with(|| Arc::from(payload.as_str()))
+            .clone();
+        batch.push(ClaimedDelivery {
+            id: DeliveryId::parse("id", &id).map_err(invalid)?,
+            claim: claim.clone(),
+            event_id: EventId::from_stored(event_id),
+            event_type: EventType::parse("type", event_type).map_err(invalid)?,
+            order_id: OrderId::parse("order_id", order_id).map_err(invalid)?,
+            event_created_at: time(*created_at)?,
+            payload,
+            attempts_made: counter(attempt_count, "attempt_count")?,
+            subscriber: Arc::clone(subscriber),
+        });
+    }
+    Ok(batch)
+}
+
+/// The batch of records as one JSON array: two statements however many records.
+fn attempt_rows(records: &[AttemptRecord]) -> String {
+    let rows: Vec<_> = records
+        .iter()
+        .map(|record| {
+            let (status, next_attempt_at) = match record.resolution {
+                AttemptResolution::Delivered => (DeliveryStatus::Delivered, None),
+                AttemptResolution::RetryAt(at) => (DeliveryStatus::Pending, Some(ms(at))),
+                AttemptResolution::Failed => (DeliveryStatus::Failed, None),
+            };
+            (
+                record.delivery_id.as_str(),
+                ms(record.at),
+                outcome_str(&record.resolution),
+                record.status_code,
+                record.response_excerpt.as_deref(),
+                record.error.as_deref(),
+                status.as_str(),
+                next_attempt_at,
+                record.claim.as_str(),
+            )
+        })
+        .collect();
+    to_json(&rows)
+}
+
+/// Disables the subscribers whose receivers said they are gone, and pauses their deliveries.
+async fn disable_gone_subscribers(
+    conn: &mut SqliteConnection,
+    records: &[AttemptRecord],
+) -> StoreResult<()> {
+    // Only records made under the claim that still holds their delivery count, so only such
+    // a record speaks for the receiver.
+    for record in records {
+        let Some((subscriber_id, reason)) = &record.disable_subscriber else {
+            continue;
+        };
+        let held: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM deliveries WHERE id = ?1 AND claim = ?2)",
+        )
+        .bind(record.delivery_id.as_str())
+        .bind(record.claim.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
+        if !held {
+            continue;
+        }
+        sqlx::query(
+            "UPDATE subscribers SET status = 'disabled', disabled_reason = ?1, \
+                 updated_at = ?2 \
+             WHERE id = ?3",
+        )
+        .bind(reason)
+        .bind(ms(record.at))
+        .bind(subscriber_id.as_str())
+        .execute(&mut *conn)
+        .await?;
+        pause_deliveries(&mut *conn, subscriber_id).await?;
+        tracing::info!(subscriber_id = %subscriber_id, reason, "subscriber disabled");
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl DeliveryStore for SqliteStore {
     #[tracing::instrument(skip_all, fields(limit = limit))]
@@ -238,34 +339,7 @@ impl DeliveryStore for SqliteStore {
         let subscribers = subscribers_by_id(&mut conn, due.iter().map(|d| d.3.as_str())).await?;
         drop(conn);
 
-        let mut payloads: HashMap<&str, Arc<str>> = HashMap::with_capacity(events.len());
-        let mut batch = Vec::with_capacity(due.len());
-        for ClaimedRow(_, id, event_id, subscriber_id, attempt_count) in due {
-            let (Some(subscriber), Some(event)) =
-                (subscribers.get(&subscriber_id), events.get(&event_id))
-            else {
-                return Err(StoreError::Corrupt(format!(
-                    "delivery {id} lacks its event or subscriber"
-                )));
-            };
-            let ClaimedEventRow(event_key, event_type, order_id, created_at, payload) = event;
-            let payload = payloads
-                .entry(event_key.as_str())
-                .or_insert_with(|| Arc::from(payload.as_str()))
-                .clone();
-            batch.push(ClaimedDelivery {
-                id: DeliveryId::parse("id", &id).map_err(invalid)?,
-                claim: claim.clone(),
-                event_id: EventId::from_stored(event_id),
-                event_type: EventType::parse("type", event_type).map_err(invalid)?,
-                order_id: OrderId::parse("order_id", order_id).map_err(invalid)?,
-                event_created_at: time(*created_at)?,
-                payload,
-                attempts_made: counter(attempt_count, "attempt_count")?,
-                subscriber: Arc::clone(subscriber),
-            });
-        }
-        Ok(batch)
+        assemble_claimed(&claim, due, &events, &subscribers)
     }
 
     #[tracing::instrument(skip_all, fields(records = records.len()))]
@@ -273,59 +347,9 @@ impl DeliveryStore for SqliteStore {
         if records.is_empty() {
             return Ok(());
         }
-        // One JSON array carries the whole batch: two statements however many records.
-        let rows: Vec<_> = records
-            .iter()
-            .map(|record| {
-                let (status, next_attempt_at) = match record.resolution {
-                    AttemptResolution::Delivered => (DeliveryStatus::Delivered, None),
-                    AttemptResolution::RetryAt(at) => (DeliveryStatus::Pending, Some(ms(at))),
-                    AttemptResolution::Failed => (DeliveryStatus::Failed, None),
-                };
-                (
-                    record.delivery_id.as_str(),
-                    ms(record.at),
-                    outcome_str(&record.resolution),
-                    record.status_code,
-                    record.response_excerpt.as_deref(),
-                    record.error.as_deref(),
-                    status.as_str(),
-                    next_attempt_at,
-                    record.claim.as_str(),
-                )
-            })
-            .collect();
-        let rows = to_json(&rows);
+        let rows = attempt_rows(records);
         let mut tx = self.write_tx().await?;
-        // Only records made under the claim that still holds their delivery count, so only such
-        // a record speaks for the receiver.
-        for record in records {
-            let Some((subscriber_id, reason)) = &record.disable_subscriber else {
-                continue;
-            };
-            let held: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM deliveries WHERE id = ?1 AND claim = ?2)",
-            )
-            .bind(record.delivery_id.as_str())
-            .bind(record.claim.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-            if !held {
-                continue;
-            }
-            sqlx::query(
-                "UPDATE subscribers SET status = 'disabled', disabled_reason = ?1, \
-                     updated_at = ?2 \
-                 WHERE id = ?3",
-            )
-            .bind(reason)
-            .bind(ms(record.at))
-            .bind(subscriber_id.as_str())
-            .execute(&mut *tx)
-            .await?;
-            pause_deliveries(&mut tx, subscriber_id).await?;
-            tracing::info!(subscriber_id = %subscriber_id, reason, "subscriber disabled");
-        }
+        disable_gone_subscribers(&mut tx, records).await?;
         // Both statements go to the connection's thread in one hop; how many records applied
         // comes back as the last statement's one row. Each statement uses `?1` only: sqlx binds
         // a later statement's parameters by position once one skips a number. A delivery row
