@@ -80,9 +80,10 @@ struct Offer {
 }
 
 impl Producer {
-    /// Commits a group of polls in one transaction (see [`Store::commit_polls`]), returning one
-    /// summary per commit. The deliveries due at once go straight to the running consumer when
-    /// it has room; it is woken for the others.
+    /// Commits a group of polls in one transaction (see
+    /// [`crate::store::PollStore::commit_polls`]), returning one summary per commit. The
+    /// deliveries due at once go straight to the running consumer when it has room; it is woken
+    /// for the others.
     ///
     /// The commit and its hand-over run in a task of their own, so a shutdown dropping the
     /// caller cannot stop it in between: deliveries claimed for the consumer would wait out
@@ -184,7 +185,8 @@ impl Producer {
 
 impl Shared {
     /// Puts claimed deliveries that will not be attempted back in the store, due at once (see
-    /// [`Store::release_claims`]); if that fails, they are claimed again when their lease ends.
+    /// [`crate::store::DeliveryStore::release_claims`]); if that fails, they are claimed again
+    /// when their lease ends.
     async fn release(&self, deliveries: &[ClaimedDelivery]) {
         if deliveries.is_empty() {
             return;
