@@ -2,10 +2,6 @@
 //! created through the admin API, mails sent by the dispatcher through lettre to a real SMTP
 //! server on loopback (the demo's mailbox), then parsed as a mail client would.
 
-#[allow(dead_code)]
-#[path = "api/helpers.rs"]
-mod helpers;
-
 use mail_parser::{HeaderValue, MessageParser, MimeHeaders};
 use reqwest::StatusCode;
 use secrecy::SecretString;
@@ -20,7 +16,7 @@ use shopper_bridge::demo::mailbox::{Mail, Mailbox};
 use shopper_bridge::domain::EventId;
 use shopper_bridge::simulator::{Simulator, SimulatorConfig, SimulatorHandle};
 
-use helpers::{json_body, spawn_app_with, TestApp};
+use crate::harness::{json_body, spawn_app_with, TestApp};
 
 const TOKEN: &str = "simulator-static-token";
 const FROM: &str = "Store 42 <chat@store.example>";
@@ -342,8 +338,8 @@ async fn a_digest_sends_an_orders_events_within_its_window_as_one_email_in_order
             "{delivery}"
         );
     }
-    let first_created = helpers::timestamp(&pending[0]["created_at"]);
-    let due_at = helpers::timestamp(&pending[0]["next_attempt_at"]);
+    let first_created = crate::harness::timestamp(&pending[0]["created_at"]);
+    let due_at = crate::harness::timestamp(&pending[0]["next_attempt_at"]);
     assert_eq!(due_at - first_created, chrono::TimeDelta::seconds(2));
 
     let delivered = world.deliver_until_settled(&digest).await;
@@ -531,7 +527,7 @@ type Breaks = fn(&mut Settings);
 fn email_settings_are_checked_at_start_up() {
     let dir = tempfile::tempdir().unwrap();
     let valid = || {
-        let mut settings = helpers::test_settings(dir.path());
+        let mut settings = crate::harness::test_settings(dir.path());
         settings.email.smtp_url = Some("smtp://mail.store.example".parse().unwrap());
         settings.email.from = Some(FROM.to_owned());
         settings
@@ -541,7 +537,7 @@ fn email_settings_are_checked_at_start_up() {
     let mut implicit = valid();
     implicit.email.smtp_url = Some("smtps://mail.store.example".parse().unwrap());
     assert_eq!(implicit.email.tls_mode(), SmtpTls::Tls);
-    let mut unset = helpers::test_settings(dir.path());
+    let mut unset = crate::harness::test_settings(dir.path());
     unset.email.from = Some("not checked while e-mail is off".to_owned());
     unset.validate().expect("no smtp_url: e-mail is off");
 

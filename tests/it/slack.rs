@@ -2,17 +2,13 @@
 //! real SQLite outbox, the dispatcher posting to wiremock playing Slack (an incoming webhook and
 //! the Web API at a configurable base URL).
 
-#[allow(dead_code)]
-#[path = "api/helpers.rs"]
-mod helpers;
-
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use helpers::{errors, json_body, spawn_app_with, test_settings, TestApp};
+use crate::harness::{errors, json_body, spawn_app_with, test_settings, TestApp};
 use shopper_bridge::config::Settings;
 use shopper_bridge::domain::{
     Delivery, DeliveryStatus, NewEvent, OrderState, PollProgress, SeenState,
@@ -68,7 +64,7 @@ async fn webhook_subscriber(app: &TestApp, slack: &MockServer) -> SubscriberId {
 /// id and body, diffed against an empty memory.
 fn chat_event(order_id: &OrderId, message_id: i64, body: &str) -> NewEvent {
     let mut response: OrderMessagesResponse =
-        serde_json::from_str(include_str!("fixtures/order_messages.json")).unwrap();
+        serde_json::from_str(&crate::harness::fixture_text("order_messages")).unwrap();
     response.lifecycle_messages.clear();
     let message = &mut response.chat_messages[0];
     message.id = message_id;

@@ -2,10 +2,6 @@
 //! which talks to Connect and answers in Slack. wiremock plays Slack (the Web API and the
 //! clicks' response URLs) and Connect; the bridge is the real service on a real SQLite file.
 
-#[allow(dead_code)]
-#[path = "api/helpers.rs"]
-mod helpers;
-
 use chrono::{TimeDelta, Utc};
 use hmac::{Hmac, Mac};
 use reqwest::{Response, StatusCode};
@@ -15,7 +11,7 @@ use std::time::{Duration, Instant};
 use wiremock::matchers::{body_json, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use helpers::{
+use crate::harness::{
     chat_messages_path, connect_error, fixture, json_body, ok_json, on_get, order_messages_path,
     spawn_app_with, test_settings, use_connect, wait_until, TestApp,
 };

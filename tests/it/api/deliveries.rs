@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use shopper_bridge::domain::AttemptResolution;
 
-use crate::helpers::{errors, json_body, single_error, spawn_app, timestamp, was_woken, TestApp};
+use crate::harness::{errors, json_body, single_error, spawn_app, timestamp, was_woken, TestApp};
 
 async fn list(app: &TestApp, query: &str) -> Vec<Value> {
     let body = json_body(

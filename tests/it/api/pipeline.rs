@@ -15,7 +15,7 @@ use shopper_bridge::domain::{EventId, EventType, OrderId};
 use shopper_bridge::instacart::models::OrderMessagesResponse;
 use shopper_bridge::simulator::{Simulator, SimulatorConfig, SimulatorHandle};
 
-use crate::helpers::{
+use crate::harness::{
     fixture, json_body, ok_json, on_get, order_messages_path, spawn_app_with,
     spawn_running_app_with, use_connect, wait_until, Receiver, Subscription, TestApp,
 };

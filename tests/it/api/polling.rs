@@ -13,7 +13,7 @@ use shopper_bridge::config::Settings;
 use shopper_bridge::domain::{EventId, EventType, OrderId};
 use shopper_bridge::poller::PollRound;
 
-use crate::helpers::{
+use crate::harness::{
     chat_messages_path, connect_error, fixture, json_body, ok_json, on_get, order_messages_path,
     poll_continuously, spawn_app_with, timestamp, use_connect, wait_until, was_woken, TestApp,
 };

@@ -454,9 +454,14 @@ pub fn poll_continuously(settings: &mut Settings) {
 
 /// `tests/fixtures/{name}.json`: a payload of the seed pages, verbatim.
 pub fn fixture(name: &str) -> Value {
+    let text = fixture_text(name);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+/// `tests/fixtures/{name}.json` as text, byte for byte.
+pub fn fixture_text(name: &str) -> String {
     let path = format!("{}/tests/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 /// A mock for `GET {path}`.

@@ -6,9 +6,9 @@ use std::time::Duration;
 use shopper_bridge::domain::{AttemptRecord, AttemptResolution};
 use shopper_bridge::domain::{SigningSecret, SubscriberId};
 
-use crate::helpers::{errors, json_body, single_error, spawn_app, spawn_app_with, timestamp};
+use crate::harness::{errors, json_body, single_error, spawn_app, spawn_app_with, timestamp};
 
-fn field_errors(found: &[crate::helpers::ErrorItem]) -> Vec<(String, String)> {
+fn field_errors(found: &[crate::harness::ErrorItem]) -> Vec<(String, String)> {
     found
         .iter()
         .map(|e| {
@@ -355,7 +355,7 @@ async fn rotating_returns_a_new_secret_and_the_old_one_signs_through_the_grace()
 }
 
 /// An app whose e-mail is configured (nothing connects to the SMTP server in these tests).
-async fn spawn_app_with_email() -> crate::helpers::TestApp {
+async fn spawn_app_with_email() -> crate::harness::TestApp {
     spawn_app_with(|s| {
         s.email.smtp_url = Some("smtp://127.0.0.1:2525".parse().unwrap());
         s.email.from = Some("Store 42 <chat@store.example>".to_owned());

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{body_json, body_partial_json, header, method, path};
 use wiremock::{Mock, MockBuilder, MockServer, ResponseTemplate};
 
-use crate::helpers::{
+use crate::harness::{
     chat_messages_path, connect_error, fixture, json_body, ok_json, single_error, spawn_app,
     spawn_app_with, use_connect, TestApp,
 };

@@ -10,7 +10,7 @@ use wiremock::{Mock, MockBuilder, MockGuard, MockServer};
 
 use shopper_bridge::domain::{OrderId, SubscriberId};
 
-use crate::helpers::{
+use crate::harness::{
     chat_messages_path, fixture, json_body, ok_json, on_get, order_messages_path,
     poll_continuously, single_error, spawn_app_with, use_connect, Receiver, TestApp,
 };
