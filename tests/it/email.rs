@@ -16,7 +16,7 @@ use shopper_bridge::demo::mailbox::{Mail, Mailbox};
 use shopper_bridge::domain::EventId;
 use shopper_bridge::simulator::{Simulator, SimulatorConfig, SimulatorHandle};
 
-use crate::harness::{json_body, spawn_app_with, TestApp};
+use crate::harness::{json_body, TestApp};
 
 const TOKEN: &str = "simulator-static-token";
 const FROM: &str = "Store 42 <chat@store.example>";
@@ -62,22 +62,24 @@ async fn world(smtp: &Mailbox, configure: impl FnOnce(&mut Settings)) -> World {
     tokio::spawn(simulator.run_until_stopped(cancel.clone()));
 
     let smtp_url = smtp.url();
-    let app = spawn_app_with(|s| {
-        s.instacart.base_url = base_url.parse().unwrap();
-        s.instacart.token = Some(SecretString::from(TOKEN.to_owned()));
-        // Every order is due again almost at once, so each test step can poll for news.
-        s.poller.interval = Duration::from_millis(1);
-        s.poller.jitter = 0.0;
-        s.delivery.retry_schedule = vec![Duration::from_millis(20); 3];
-        s.delivery.retry_jitter = 0.0;
-        s.email.smtp_url = Some(smtp_url);
-        s.email.tls = Some(SmtpTls::None);
-        s.email.from = Some(FROM.to_owned());
-        s.email.reply_to = Some(REPLY_TO.to_owned());
-        s.email.timeout = Duration::from_secs(5);
-        configure(s);
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|s| {
+            s.instacart.base_url = base_url.parse().unwrap();
+            s.instacart.token = Some(SecretString::from(TOKEN.to_owned()));
+            // Every order is due again almost at once, so each test step can poll for news.
+            s.poller.interval = Duration::from_millis(1);
+            s.poller.jitter = 0.0;
+            s.delivery.retry_schedule = vec![Duration::from_millis(20); 3];
+            s.delivery.retry_jitter = 0.0;
+            s.email.smtp_url = Some(smtp_url);
+            s.email.tls = Some(SmtpTls::None);
+            s.email.from = Some(FROM.to_owned());
+            s.email.reply_to = Some(REPLY_TO.to_owned());
+            s.email.timeout = Duration::from_secs(5);
+            configure(s);
+        })
+        .spawn()
+        .await;
     World { app, sim, cancel }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use crate::harness::{errors, json_body, spawn_app_with, test_settings, TestApp};
+use crate::harness::{errors, json_body, test_settings, TestApp};
 use shopper_bridge::config::Settings;
 use shopper_bridge::domain::{
     Delivery, DeliveryStatus, NewEvent, OrderState, PollProgress, SeenState,
@@ -34,12 +34,14 @@ const MAX_SECTION_CHARS: usize = 3000;
 /// exactly as the templates render them.
 async fn bridge(slack: &MockServer, per_second: f64) -> TestApp {
     let api = format!("{}/api/", slack.uri());
-    spawn_app_with(|settings| {
-        settings.slack.api_base_url = api.parse().unwrap();
-        settings.slack.messages_per_second = per_second;
-        settings.slack.signing_secret = Some("test-slack-signing-secret".to_owned().into());
-    })
-    .await
+    TestApp::builder()
+        .configure(|settings| {
+            settings.slack.api_base_url = api.parse().unwrap();
+            settings.slack.messages_per_second = per_second;
+            settings.slack.signing_secret = Some("test-slack-signing-secret".to_owned().into());
+        })
+        .spawn()
+        .await
 }
 
 /// Fast enough that the pace never gets in the way of a test about something else.
@@ -584,11 +586,13 @@ async fn invalid_slack_subscribers_are_refused_naming_the_field_without_echoing_
 async fn an_incoming_webhook_must_use_https_unless_private_targets_are_allowed() {
     let slack = MockServer::start().await;
     let api = format!("{}/api/", slack.uri());
-    let app = spawn_app_with(|settings| {
-        settings.slack.api_base_url = api.parse().unwrap();
-        settings.delivery.allow_private_targets = false;
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|settings| {
+            settings.slack.api_base_url = api.parse().unwrap();
+            settings.delivery.allow_private_targets = false;
+        })
+        .spawn()
+        .await;
     let response = app
         .post(
             "/v1/subscribers",

@@ -16,8 +16,8 @@ use shopper_bridge::instacart::models::OrderMessagesResponse;
 use shopper_bridge::simulator::{Simulator, SimulatorConfig, SimulatorHandle};
 
 use crate::harness::{
-    fixture, json_body, ok_json, on_get, order_messages_path, spawn_app_with,
-    spawn_running_app_with, use_connect, wait_until, Receiver, Subscription, TestApp,
+    fixture, json_body, order_messages_path, serve_seed_order_messages, use_connect, wait_until,
+    Receiver, Subscription, TestApp,
 };
 
 const ORDER: &str = "122233";
@@ -37,16 +37,15 @@ async fn pipeline(
     configure: impl FnOnce(&mut Settings),
 ) -> Pipeline {
     let connect = MockServer::start().await;
-    on_get(order_messages_path(ORDER))
-        .respond_with(ok_json(&fixture("order_messages")))
-        .mount(&connect)
-        .await;
+    serve_seed_order_messages(&connect, ORDER).await;
     let receiver = Receiver::start(script).await;
-    let app = spawn_app_with(|s| {
-        use_connect(s, &connect);
-        configure(s);
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|s| {
+            use_connect(s, &connect);
+            configure(s);
+        })
+        .spawn()
+        .await;
     let subscription = app.subscribe(&receiver.url, event_types).await;
     app.watch_order(ORDER).await;
     Pipeline {
@@ -172,7 +171,9 @@ async fn events_detected_before_a_crash_are_delivered_once_after_the_restart() {
     let app = app
         .stop()
         .await
-        .start_with(|s| use_connect(s, &connect))
+        .restart()
+        .configure(|s| use_connect(s, &connect))
+        .spawn()
         .await;
     assert!(receiver.requests().is_empty());
     assert_eq!(app.deliver_next().await, 2);
@@ -259,7 +260,7 @@ async fn simulate() -> (String, SimulatorHandle, DropGuard) {
     (base_url, handle, stop.drop_guard())
 }
 
-/// Polls the simulator often, as `spawn_running_app_with` configures.
+/// Polls the simulator often, as `TestApp::builder().with_background_tasks()` configures.
 fn use_simulator(settings: &mut Settings, base_url: &str) {
     settings.instacart.base_url = base_url.parse().unwrap();
     settings.instacart.token = Some(SIMULATOR_TOKEN.to_owned().into());
@@ -272,7 +273,11 @@ async fn polling_the_simulator(
     receiver: &Receiver,
     configure: impl FnOnce(&mut Settings),
 ) -> TestApp {
-    let app = spawn_running_app_with(configure).await;
+    let app = TestApp::builder()
+        .with_background_tasks()
+        .configure(configure)
+        .spawn()
+        .await;
     app.subscribe(&receiver.url, &[]).await;
     app.watch_order(SIMULATED_ORDER).await;
     wait_until("the order's first poll", || async {
@@ -349,7 +354,11 @@ async fn a_restart_mid_stream_delivers_every_message_exactly_once() {
         use_simulator(s, &base_url);
         retry_schedule(s, 3);
     };
-    let app = spawn_running_app_with(configure).await;
+    let app = TestApp::builder()
+        .with_background_tasks()
+        .configure(configure)
+        .spawn()
+        .await;
     app.subscribe(&receiver.url, &[]).await;
     app.watch_order(SIMULATED_ORDER).await;
 
@@ -372,7 +381,7 @@ async fn a_restart_mid_stream_delivers_every_message_exactly_once() {
 
     let stopped = app.stop().await;
     let while_down = add("while the bridge is down");
-    let app = stopped.start_with(configure).await;
+    let app = stopped.restart().configure(configure).spawn().await;
 
     let expected = simulated_event_ids(&base_url).await;
     assert!(before
@@ -455,7 +464,13 @@ async fn stopping_puts_back_what_waits_for_a_send_worker_and_a_restart_sends_it_
     })
     .await;
 
-    let app = app.stop().await.start_with(configure).await;
+    let app = app
+        .stop()
+        .await
+        .restart()
+        .configure(configure)
+        .spawn()
+        .await;
 
     assert_every_message_arrives_once(&receiver, &base_url, app).await;
 }

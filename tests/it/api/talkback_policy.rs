@@ -12,7 +12,7 @@ use shopper_bridge::domain::{OrderId, SubscriberId};
 
 use crate::harness::{
     chat_messages_path, fixture, json_body, ok_json, on_get, order_messages_path,
-    poll_continuously, single_error, spawn_app_with, use_connect, Receiver, TestApp,
+    poll_continuously, single_error, use_connect, Receiver, TestApp,
 };
 
 const ORDER: &str = "122233";
@@ -77,11 +77,13 @@ fn on_chat(verb: &str) -> MockBuilder {
 }
 
 async fn app_for(connect: &MockServer) -> TestApp {
-    let app = spawn_app_with(|s| {
-        use_connect(s, connect);
-        poll_continuously(s);
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|s| {
+            use_connect(s, connect);
+            poll_continuously(s);
+        })
+        .spawn()
+        .await;
     app.watch_order(ORDER).await;
     app
 }
@@ -283,11 +285,13 @@ async fn the_readings_an_on_delivery_subscriber_caused_are_announced_to_the_othe
 
 #[tokio::test]
 async fn mark_read_defaults_to_never_and_is_settable_on_every_kind() {
-    let app = spawn_app_with(|s| {
-        s.email.smtp_url = Some("smtp://127.0.0.1:2525".parse().unwrap());
-        s.email.from = Some("Store 42 <chat@store.example>".to_owned());
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|s| {
+            s.email.smtp_url = Some("smtp://127.0.0.1:2525".parse().unwrap());
+            s.email.from = Some("Store 42 <chat@store.example>".to_owned());
+        })
+        .spawn()
+        .await;
     let webhook = app
         .create_subscriber(json!({"kind": "webhook", "url": "http://127.0.0.1:9/hook"}))
         .await;
