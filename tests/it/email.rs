@@ -6,29 +6,21 @@ use mail_parser::{HeaderValue, MessageParser, MimeHeaders};
 use reqwest::StatusCode;
 use secrecy::SecretString;
 use serde_json::{json, Value};
-use std::future::Future;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 use shopper_bridge::channels::email::message_id;
 use shopper_bridge::config::{Settings, SmtpTls};
 use shopper_bridge::demo::mailbox::{Mail, Mailbox};
 use shopper_bridge::domain::EventId;
-use shopper_bridge::simulator::{Simulator, SimulatorConfig, SimulatorHandle};
+use shopper_bridge::simulator::SimulatorConfig;
 
-use crate::harness::{json_body, TestApp};
+use crate::harness::{
+    json_body, start_simulator, wait_for, wait_until, within, RunningSimulator, TestApp,
+};
 
 const TOKEN: &str = "simulator-static-token";
 const FROM: &str = "Store 42 <chat@store.example>";
 const REPLY_TO: &str = "help@store.example";
-const WAIT_LIMIT: Duration = Duration::from_secs(10);
-
-async fn within<T>(work: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT_LIMIT, work)
-        .await
-        .expect("did not happen in time")
-}
-
 async fn mailbox() -> Mailbox {
     Mailbox::start().await.expect("the mailbox listens")
 }
@@ -36,51 +28,33 @@ async fn mailbox() -> Mailbox {
 /// The bridge polling a simulator and mailing through `smtp`.
 struct World {
     app: TestApp,
-    sim: SimulatorHandle,
-    cancel: CancellationToken,
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
+    sim: RunningSimulator,
 }
 
 async fn world(smtp: &Mailbox, configure: impl FnOnce(&mut Settings)) -> World {
-    let config = SimulatorConfig {
+    let sim = start_simulator(SimulatorConfig {
         orders: Vec::new(),
         static_token: Some(TOKEN.to_owned()),
         seed: Some(7),
         ..SimulatorConfig::default()
-    };
-    let simulator = Simulator::build(config, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("simulator binds");
-    let base_url = format!("http://{}", simulator.local_addr());
-    let sim = simulator.handle();
-    let cancel = CancellationToken::new();
-    tokio::spawn(simulator.run_until_stopped(cancel.clone()));
-
-    let smtp_url = smtp.url();
+    })
+    .await;
     let app = TestApp::builder()
+        .with_simulator(&sim)
+        // Every order is due again almost at once, so each test step can poll for news.
+        .polling_continuously()
+        .with_email(smtp.url(), FROM)
         .configure(|s| {
-            s.instacart.base_url = base_url.parse().unwrap();
-            s.instacart.token = Some(SecretString::from(TOKEN.to_owned()));
-            // Every order is due again almost at once, so each test step can poll for news.
-            s.poller.interval = Duration::from_millis(1);
-            s.poller.jitter = 0.0;
             s.delivery.retry_schedule = vec![Duration::from_millis(20); 3];
             s.delivery.retry_jitter = 0.0;
-            s.email.smtp_url = Some(smtp_url);
             s.email.tls = Some(SmtpTls::None);
-            s.email.from = Some(FROM.to_owned());
             s.email.reply_to = Some(REPLY_TO.to_owned());
             s.email.timeout = Duration::from_secs(5);
-            configure(s);
         })
+        .configure(configure)
         .spawn()
         .await;
-    World { app, sim, cancel }
+    World { app, sim }
 }
 
 impl World {
@@ -100,22 +74,20 @@ impl World {
 
     /// Watches a new order (the simulator greets the customer in it) and polls it.
     async fn start_order(&self, order: &str) {
-        self.sim.add_order(order);
+        self.sim.handle.add_order(order);
         self.app.watch_order(order).await;
         self.poll_news().await;
     }
 
     /// A shopper's chat message in `order`, polled.
     async fn shopper_writes(&self, order: &str, body: &str) {
-        self.sim.add_chat_message(order, body);
+        self.sim.handle.add_chat_message(order, body);
         self.poll_news().await;
     }
 
     async fn poll_news(&self) {
-        within(async {
-            while self.app.poll_once().await.events_created == 0 {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
+        wait_until("a poll finds news", || async {
+            self.app.poll_once().await.events_created > 0
         })
         .await;
     }
@@ -131,15 +103,13 @@ impl World {
 
     /// Delivery rounds until none of the subscriber's deliveries is pending.
     async fn deliver_until_settled(&self, subscriber: &str) -> Vec<Value> {
-        within(async {
-            loop {
-                self.app.deliver_next().await;
-                let deliveries = self.deliveries(subscriber).await;
-                if deliveries.iter().all(|d| d["status"] != "pending") {
-                    return deliveries;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+        wait_for("no delivery is pending", || async {
+            self.app.deliver_next().await;
+            let deliveries = self.deliveries(subscriber).await;
+            deliveries
+                .iter()
+                .all(|d| d["status"] != "pending")
+                .then_some(deliveries)
         })
         .await
     }
@@ -293,7 +263,7 @@ async fn later_emails_about_an_order_reply_to_its_first_email() {
     world.start_order("300002").await;
     world.deliver_until_settled(&subscriber).await;
 
-    let emails: Vec<Email> = within(smtp.wait_for_mails(4))
+    let emails: Vec<Email> = within("four mails arrive", smtp.wait_for_mails(4))
         .await
         .iter()
         .map(parse)

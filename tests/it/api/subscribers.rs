@@ -366,10 +366,10 @@ async fn rotating_returns_a_new_secret_and_the_old_one_signs_through_the_grace()
 /// An app whose e-mail is configured (nothing connects to the SMTP server in these tests).
 async fn spawn_app_with_email() -> crate::harness::TestApp {
     TestApp::builder()
-        .configure(|s| {
-            s.email.smtp_url = Some("smtp://127.0.0.1:2525".parse().unwrap());
-            s.email.from = Some("Store 42 <chat@store.example>".to_owned());
-        })
+        .with_email(
+            "smtp://127.0.0.1:2525".parse().unwrap(),
+            "Store 42 <chat@store.example>",
+        )
         .spawn()
         .await
 }

@@ -286,10 +286,10 @@ async fn the_readings_an_on_delivery_subscriber_caused_are_announced_to_the_othe
 #[tokio::test]
 async fn mark_read_defaults_to_never_and_is_settable_on_every_kind() {
     let app = TestApp::builder()
-        .configure(|s| {
-            s.email.smtp_url = Some("smtp://127.0.0.1:2525".parse().unwrap());
-            s.email.from = Some("Store 42 <chat@store.example>".to_owned());
-        })
+        .with_email(
+            "smtp://127.0.0.1:2525".parse().unwrap(),
+            "Store 42 <chat@store.example>",
+        )
         .spawn()
         .await;
     let webhook = app

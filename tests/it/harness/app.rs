@@ -99,11 +99,14 @@ pub fn test_settings(dir: &Path) -> Settings {
     settings
 }
 
+/// One change to the settings.
+type SettingsStep<'a> = Box<dyn FnOnce(&mut Settings) + 'a>;
+
 /// How a test wants its app: [`test_settings`] with the changes named, in order.
 pub struct TestAppBuilder<'a> {
     dir: Option<Arc<TempDir>>,
     background_tasks: bool,
-    steps: Vec<Box<dyn FnOnce(&mut Settings) + 'a>>,
+    steps: Vec<SettingsStep<'a>>,
 }
 
 impl<'a> TestAppBuilder<'a> {
@@ -150,13 +153,6 @@ impl<'a> TestAppBuilder<'a> {
     /// The poller and dispatcher run in the background, as `shopper-bridge serve` runs them.
     pub fn with_background_tasks(mut self) -> Self {
         self.background_tasks = true;
-        self
-    }
-
-    /// Nothing polls or delivers until the test calls [`TestApp::poll_once`] or
-    /// [`TestApp::deliver_next`], so every step is deterministic (the default).
-    pub fn without_background_tasks(mut self) -> Self {
-        self.background_tasks = false;
         self
     }
 
