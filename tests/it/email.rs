@@ -441,41 +441,34 @@ async fn an_unreachable_smtp_server_is_retried() {
     );
 }
 
-#[tokio::test]
-async fn the_configured_credentials_log_in_and_a_refused_login_never_shows_the_password() {
+/// A mailbox that takes `bridge` with `password` only, and the bridge logging in with `given`:
+/// the first chat message's delivery to an e-mail subscriber, once settled.
+async fn deliver_logging_in(password: &str, given: &str) -> (Mailbox, World, Value) {
     let smtp = mailbox().await;
-    smtp.require_login("bridge", "correct horse battery");
-    let accepting = world(&smtp, |s| {
+    smtp.require_login("bridge", password);
+    let world = world(&smtp, |s| {
         s.email.username = Some("bridge".to_owned());
-        s.email.password = Some(SecretString::from("correct horse battery".to_owned()));
+        s.email.password = Some(SecretString::from(given.to_owned()));
     })
     .await;
-    let subscriber = accepting
-        .subscribe(&["staff@store.example"], json!({}))
-        .await;
-    accepting.start_order("300001").await;
-    let delivery = accepting.deliver_until_settled(&subscriber).await.remove(0);
+    let subscriber = world.subscribe(&["staff@store.example"], json!({})).await;
+    world.start_order("300001").await;
+    let delivery = world.deliver_until_settled(&subscriber).await.remove(0);
+    (smtp, world, delivery)
+}
+
+#[tokio::test]
+async fn the_configured_credentials_log_in_and_a_refused_login_never_shows_the_password() {
+    let (smtp, _accepting, delivery) =
+        deliver_logging_in("correct horse battery", "correct horse battery").await;
     assert_eq!(delivery["status"], "delivered", "{delivery}");
     assert_eq!(
         smtp.logins(),
         [("bridge".to_owned(), "correct horse battery".to_owned())]
     );
 
-    let refusing = mailbox().await;
-    refusing.require_login("bridge", "the real one");
-    let refusing_world = world(&refusing, |s| {
-        s.email.username = Some("bridge".to_owned());
-        s.email.password = Some(SecretString::from("a wrong guess".to_owned()));
-    })
-    .await;
-    let subscriber = refusing_world
-        .subscribe(&["staff@store.example"], json!({}))
-        .await;
-    refusing_world.start_order("300001").await;
-    let delivery = refusing_world
-        .deliver_until_settled(&subscriber)
-        .await
-        .remove(0);
+    let (_refusing, refusing_world, delivery) =
+        deliver_logging_in("the real one", "a wrong guess").await;
     assert_eq!(delivery["status"], "failed", "{delivery}");
     assert_eq!(delivery["attempts"][0]["status_code"], 535);
     let listed = refusing_world
