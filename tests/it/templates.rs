@@ -20,8 +20,8 @@ use shopper_bridge::startup::{Application, StartupError};
 use shopper_bridge::templates::{EventContext, SlackMessage, TemplateError, Templates};
 
 fn seed_snapshot() -> PollSnapshot {
-    let seed = include_str!("fixtures/order_messages.json");
-    serde_json::from_str::<OrderMessagesResponse>(seed)
+    let seed = crate::harness::fixture_text("order_messages");
+    serde_json::from_str::<OrderMessagesResponse>(&seed)
         .unwrap()
         .into()
 }

@@ -4,7 +4,7 @@ use tokio_util::sync::CancellationToken;
 
 use shopper_bridge::startup::{Application, StartupError};
 
-use crate::helpers::test_settings;
+use crate::harness::test_settings;
 
 #[tokio::test]
 async fn the_application_stops_serving_when_cancelled() {

@@ -2,30 +2,22 @@
 //! real SQLite outbox, the dispatcher posting to wiremock playing Slack (an incoming webhook and
 //! the Web API at a configurable base URL).
 
-#[allow(dead_code)]
-#[path = "api/helpers.rs"]
-mod helpers;
-
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use helpers::{errors, json_body, spawn_app_with, test_settings, TestApp};
-use shopper_bridge::config::Settings;
-use shopper_bridge::domain::{
-    Delivery, DeliveryStatus, NewEvent, OrderState, PollProgress, SeenState,
+use crate::harness::{
+    errors, json_body, poll_commit, seed_chat_message_event, test_settings, wait_for, TestApp,
 };
+use shopper_bridge::config::Settings;
+use shopper_bridge::domain::{Delivery, DeliveryStatus, NewEvent};
 use shopper_bridge::domain::{DeliveryId, OrderId, SubscriberId};
-use shopper_bridge::instacart::models::{OrderMessagesResponse, PollSnapshot};
-use shopper_bridge::poller::differ;
-use shopper_bridge::store::{DeliveryFilter, PollCommit};
 use shopper_bridge::templates::{EventContext, Templates};
 
 const BOT_TOKEN: &str = "xoxb-17-42-SeCrEtBoTtOkEn";
 const HOOK_PATH: &str = "/services/T0001/B0001/SeCrEtHoOkPaTh";
-const WAIT_LIMIT: Duration = Duration::from_secs(10);
 
 /// Slack's block and text limits, which every posted message must keep.
 const MAX_BLOCKS: usize = 50;
@@ -37,13 +29,14 @@ const MAX_SECTION_CHARS: usize = 3000;
 /// second to each Slack subscriber. Its Slack app takes button clicks, so messages are posted
 /// exactly as the templates render them.
 async fn bridge(slack: &MockServer, per_second: f64) -> TestApp {
-    let api = format!("{}/api/", slack.uri());
-    spawn_app_with(|settings| {
-        settings.slack.api_base_url = api.parse().unwrap();
-        settings.slack.messages_per_second = per_second;
-        settings.slack.signing_secret = Some("test-slack-signing-secret".to_owned().into());
-    })
-    .await
+    TestApp::builder()
+        .with_slack(slack)
+        .configure(|settings| {
+            settings.slack.messages_per_second = per_second;
+            settings.slack.signing_secret = Some("test-slack-signing-secret".to_owned().into());
+        })
+        .spawn()
+        .await
 }
 
 /// Fast enough that the pace never gets in the way of a test about something else.
@@ -64,21 +57,6 @@ async fn webhook_subscriber(app: &TestApp, slack: &MockServer) -> SubscriberId {
     SubscriberId::parse("id", created["id"].as_str().unwrap()).unwrap()
 }
 
-/// A `chat_message.created` event as the poller builds it: the seed response with this message
-/// id and body, diffed against an empty memory.
-fn chat_event(order_id: &OrderId, message_id: i64, body: &str) -> NewEvent {
-    let mut response: OrderMessagesResponse =
-        serde_json::from_str(include_str!("fixtures/order_messages.json")).unwrap();
-    response.lifecycle_messages.clear();
-    let message = &mut response.chat_messages[0];
-    message.id = message_id;
-    message.body = body.to_owned();
-    let snapshot = PollSnapshot::from(response);
-    let mut diff = differ::diff(order_id, &SeenState::default(), &snapshot, Utc::now());
-    assert_eq!(diff.events.len(), 1);
-    diff.events.remove(0)
-}
-
 /// Commits one poll of `order` (watched through the API) that saw a new chat message; returns
 /// the event, whose payload the store now holds.
 async fn new_message(app: &TestApp, order: &str, message_id: i64, body: &str) -> NewEvent {
@@ -86,25 +64,11 @@ async fn new_message(app: &TestApp, order: &str, message_id: i64, body: &str) ->
     let watched = app.post("/v1/orders", &json!({ "order_id": order })).await;
     assert!(watched.status().is_success(), "{}", watched.status());
     let order_id = OrderId::parse("order_id", order).unwrap();
-    let event = chat_event(&order_id, message_id, body);
-    let now = Utc::now();
-    let commit = PollCommit {
-        order_id,
-        new_chat: vec![(message_id, false)],
-        newly_read: vec![],
-        new_lifecycle: vec![],
-        events: vec![event.clone()],
-        progress: PollProgress {
-            polled_at: now,
-            state: OrderState::Watching,
-            fallback: None,
-            next_poll_at: Some(now + TimeDelta::seconds(60)),
-            last_error: None,
-            consecutive_failures: 0,
-            not_found_count: 0,
-        },
-    };
-    let summary = app.store.commit_poll(&commit).await.unwrap();
+    let event = seed_chat_message_event(&order_id, message_id, body);
+    let commit = poll_commit(&order_id)
+        .new_chat_message(message_id, event.clone())
+        .next_poll_in(TimeDelta::seconds(60));
+    let summary = app.commit(commit).await;
     assert_eq!(summary.events_inserted, 1);
     event
 }
@@ -120,33 +84,13 @@ fn rendered(event: &NewEvent) -> (String, Vec<Value>) {
 /// Runs delivery rounds until `attempts` attempts were made (paced deliveries wait for their
 /// slot), within a bounded time.
 async fn deliver(app: &TestApp, attempts: usize) {
-    let started = Instant::now();
-    let mut made = 0;
-    while made < attempts {
-        made += app.deliver_next().await;
-        assert!(
-            started.elapsed() < WAIT_LIMIT,
-            "only {made} of {attempts} attempts were made"
-        );
-        if made < attempts {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-    assert_eq!(made, attempts, "more attempts than expected");
-}
-
-async fn deliveries_of(app: &TestApp, subscriber: &SubscriberId) -> Vec<Delivery> {
-    let mut found = app
-        .store
-        .list_deliveries(&DeliveryFilter {
-            subscriber_id: Some(subscriber.clone()),
-            limit: 100,
-            ..DeliveryFilter::default()
-        })
-        .await
-        .unwrap();
-    found.sort_by_key(|d| d.created_at);
-    found
+    let made = std::cell::Cell::new(0);
+    wait_for(&format!("{attempts} attempts were made"), || async {
+        made.set(made.get() + app.deliver_next().await);
+        (made.get() >= attempts).then_some(())
+    })
+    .await;
+    assert_eq!(made.get(), attempts, "more attempts than expected");
 }
 
 async fn delivery(app: &TestApp, id: &DeliveryId) -> Delivery {
@@ -208,7 +152,7 @@ async fn incoming_webhook_receives_exactly_the_rendered_text_and_blocks() {
 
     deliver(&app, 1).await;
 
-    let [delivered] = &deliveries_of(&app, &subscriber).await[..] else {
+    let [delivered] = &app.deliveries_of(&subscriber).await[..] else {
         panic!("expected one delivery");
     };
     assert_eq!(delivered.status, DeliveryStatus::Delivered);
@@ -236,7 +180,7 @@ async fn bot_posts_chat_post_message_with_its_token_channel_and_blocks() {
 
     deliver(&app, 1).await;
 
-    let [delivered] = &deliveries_of(&app, &subscriber).await[..] else {
+    let [delivered] = &app.deliveries_of(&subscriber).await[..] else {
         panic!("expected one delivery");
     };
     assert_eq!(delivered.status, DeliveryStatus::Delivered);
@@ -272,7 +216,7 @@ async fn later_events_of_an_order_reply_in_its_thread_and_other_orders_start_the
 
     deliver(&app, 3).await;
 
-    let deliveries = deliveries_of(&app, &subscriber).await;
+    let deliveries = app.deliveries_of(&subscriber).await;
     assert!(deliveries
         .iter()
         .all(|d| d.status == DeliveryStatus::Delivered));
@@ -354,7 +298,7 @@ async fn a_429_is_retried_after_its_retry_after_and_then_succeeds() {
         .await;
 
     deliver(&app, 1).await;
-    let id = deliveries_of(&app, &subscriber).await[0].id.clone();
+    let id = app.deliveries_of(&subscriber).await[0].id.clone();
     let waiting = delivery(&app, &id).await;
     assert_eq!(waiting.status, DeliveryStatus::Pending);
     assert_eq!(waiting.attempts[0].status_code, Some(429));
@@ -392,7 +336,7 @@ async fn an_ok_false_answer_parks_the_delivery_with_slacks_error() {
 
     deliver(&app, 1).await;
 
-    let [parked] = &deliveries_of(&app, &subscriber).await[..] else {
+    let [parked] = &app.deliveries_of(&subscriber).await[..] else {
         panic!("expected one delivery");
     };
     assert_eq!(parked.status, DeliveryStatus::Failed);
@@ -424,7 +368,7 @@ async fn an_incoming_webhook_error_word_parks_the_delivery_with_it() {
 
     deliver(&app, 1).await;
 
-    let [parked] = &deliveries_of(&app, &subscriber).await[..] else {
+    let [parked] = &app.deliveries_of(&subscriber).await[..] else {
         panic!("expected one delivery");
     };
     assert_eq!(parked.status, DeliveryStatus::Failed);
@@ -466,7 +410,7 @@ async fn a_burst_to_one_subscriber_goes_out_one_per_second_in_order() {
     channels.sort();
     assert_eq!(channels, ["C0BUSY", "C0QUIET"]);
     for subscriber in [&busy, &quiet] {
-        let deliveries = deliveries_of(&app, subscriber).await;
+        let deliveries = app.deliveries_of(subscriber).await;
         let statuses: Vec<_> = deliveries.iter().map(|d| d.status).collect();
         assert_eq!(
             statuses,
@@ -588,11 +532,13 @@ async fn invalid_slack_subscribers_are_refused_naming_the_field_without_echoing_
 async fn an_incoming_webhook_must_use_https_unless_private_targets_are_allowed() {
     let slack = MockServer::start().await;
     let api = format!("{}/api/", slack.uri());
-    let app = spawn_app_with(|settings| {
-        settings.slack.api_base_url = api.parse().unwrap();
-        settings.delivery.allow_private_targets = false;
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|settings| {
+            settings.slack.api_base_url = api.parse().unwrap();
+            settings.delivery.allow_private_targets = false;
+        })
+        .spawn()
+        .await;
     let response = app
         .post(
             "/v1/subscribers",

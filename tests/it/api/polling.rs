@@ -6,17 +6,17 @@ use reqwest::StatusCode;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use std::time::Duration;
-use wiremock::matchers::{body_partial_json, header, method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::matchers::header;
+use wiremock::{MockServer, ResponseTemplate};
 
 use shopper_bridge::config::Settings;
 use shopper_bridge::domain::{EventId, EventType, OrderId};
 use shopper_bridge::poller::PollRound;
 
-use crate::helpers::{
-    chat_messages_path, connect_error, dispatcher_was_woken, fixture, json_body, ok_json, on_get,
-    order_messages_path, poll_continuously, spawn_app_with, timestamp, use_connect, wait_until,
-    TestApp,
+use crate::harness::{
+    connect_error, dispatcher_was_woken, expect_chat_messages, expect_order_messages,
+    expect_order_messages_first, expect_token, fixture, json_body, ok_json, on_get,
+    order_messages_path, timestamp, wait_until, TestApp,
 };
 
 const ORDER: &str = "122233";
@@ -24,12 +24,12 @@ const ORDER: &str = "122233";
 /// An app polling `connect` with every order due again a millisecond after each poll, a webhook
 /// subscriber for every event, and [`ORDER`] watched.
 async fn app_watching(connect: &MockServer, configure: impl FnOnce(&mut Settings)) -> TestApp {
-    let app = spawn_app_with(|s| {
-        use_connect(s, connect);
-        poll_continuously(s);
-        configure(s);
-    })
-    .await;
+    let app = TestApp::builder()
+        .with_connect(connect)
+        .polling_continuously()
+        .configure(configure)
+        .spawn()
+        .await;
     app.create_webhook().await;
     app.watch_order(ORDER).await;
     app
@@ -61,11 +61,7 @@ fn order_messages_with(change: impl FnOnce(&mut Value)) -> Value {
 #[tokio::test]
 async fn first_poll_creates_chat_and_lifecycle_deliveries_and_a_repeat_poll_creates_nothing() {
     let connect = MockServer::start().await;
-    on_get(order_messages_path(ORDER))
-        .respond_with(ok_json(&fixture("order_messages")))
-        .expect(2)
-        .mount(&connect)
-        .await;
+    expect_order_messages(&connect, ORDER, ok_json(&fixture("order_messages")), 2).await;
     let app = app_watching(&connect, |_| {}).await;
 
     assert_eq!(app.poll_once().await, polled(1, 2));
@@ -94,16 +90,14 @@ async fn first_poll_creates_chat_and_lifecycle_deliveries_and_a_repeat_poll_crea
 async fn an_order_answering_slowly_does_not_hold_back_the_others_commits() {
     const SLOW: &str = "700001";
     let connect = MockServer::start().await;
-    on_get(order_messages_path(SLOW))
-        .respond_with(ok_json(&fixture("order_messages")).set_delay(Duration::from_secs(3)))
-        .expect(1)
-        .mount(&connect)
-        .await;
-    on_get(order_messages_path(ORDER))
-        .respond_with(ok_json(&fixture("order_messages")))
-        .expect(1)
-        .mount(&connect)
-        .await;
+    expect_order_messages(
+        &connect,
+        SLOW,
+        ok_json(&fixture("order_messages")).set_delay(Duration::from_secs(3)),
+        1,
+    )
+    .await;
+    expect_order_messages(&connect, ORDER, ok_json(&fixture("order_messages")), 1).await;
     let app = app_watching(&connect, |_| {}).await;
     app.watch_order(SLOW).await;
 
@@ -127,18 +121,9 @@ async fn an_order_answering_slowly_does_not_hold_back_the_others_commits() {
 #[tokio::test]
 async fn a_message_turning_read_emits_chat_message_read_once() {
     let connect = MockServer::start().await;
-    on_get(order_messages_path(ORDER))
-        .respond_with(ok_json(&fixture("order_messages")))
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&connect)
-        .await;
+    expect_order_messages_first(&connect, ORDER, ok_json(&fixture("order_messages"))).await;
     let read = order_messages_with(|b| b["chat_messages"][0]["read"] = json!(true));
-    on_get(order_messages_path(ORDER))
-        .respond_with(ok_json(&read))
-        .expect(2)
-        .mount(&connect)
-        .await;
+    expect_order_messages(&connect, ORDER, ok_json(&read), 2).await;
     let app = app_watching(&connect, |_| {}).await;
 
     assert_eq!(app.poll_once().await, polled(1, 2));
@@ -156,16 +141,8 @@ async fn a_message_turning_read_emits_chat_message_read_once() {
 /// and every later round goes straight there.
 async fn falls_back_to_chat_messages(refusal: ResponseTemplate, reason: &str) {
     let connect = MockServer::start().await;
-    on_get(order_messages_path(ORDER))
-        .respond_with(refusal)
-        .expect(1)
-        .mount(&connect)
-        .await;
-    on_get(chat_messages_path(ORDER))
-        .respond_with(ok_json(&fixture("chat_messages")))
-        .expect(2)
-        .mount(&connect)
-        .await;
+    expect_order_messages(&connect, ORDER, refusal, 1).await;
+    expect_chat_messages(&connect, ORDER, ok_json(&fixture("chat_messages")), 2).await;
     let app = app_watching(&connect, |_| {}).await;
 
     assert_eq!(app.poll_once().await, polled(1, 1));
@@ -195,11 +172,13 @@ async fn shopper_pii_falls_back_to_chat_messages_for_good() {
 #[tokio::test]
 async fn three_404s_give_the_order_up_as_not_found() {
     let connect = MockServer::start().await;
-    on_get(order_messages_path(ORDER))
-        .respond_with(connect_error(404, "Resource not found", Some(4000)))
-        .expect(3)
-        .mount(&connect)
-        .await;
+    expect_order_messages(
+        &connect,
+        ORDER,
+        connect_error(404, "Resource not found", Some(4000)),
+        3,
+    )
+    .await;
     let app = app_watching(&connect, |_| {}).await;
 
     assert_eq!(app.poll_once().await, polled(1, 0));
@@ -226,11 +205,7 @@ async fn three_404s_give_the_order_up_as_not_found() {
 /// and how long after that poll the next one is scheduled.
 async fn poll_failing_with(answer: ResponseTemplate) -> (Value, TimeDelta) {
     let connect = MockServer::start().await;
-    on_get(order_messages_path(ORDER))
-        .respond_with(answer)
-        .expect(1)
-        .mount(&connect)
-        .await;
+    expect_order_messages(&connect, ORDER, answer, 1).await;
     let app = app_watching(&connect, |s| s.poller.interval = Duration::from_secs(5)).await;
 
     assert_eq!(app.poll_once().await, polled(1, 0));
@@ -274,21 +249,12 @@ async fn a_503_backs_off_beyond_the_interval() {
 #[tokio::test]
 async fn expiry_announces_chat_expired_keeps_what_was_seen_and_stops_polling() {
     let connect = MockServer::start().await;
-    on_get(order_messages_path(ORDER))
-        .respond_with(ok_json(&fixture("order_messages")))
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&connect)
-        .await;
+    expect_order_messages_first(&connect, ORDER, ok_json(&fixture("order_messages"))).await;
     let expired = order_messages_with(|b| {
         b["chat_messages"] = json!([]);
         b["metadata"]["is_expired"] = json!(true);
     });
-    on_get(order_messages_path(ORDER))
-        .respond_with(ok_json(&expired))
-        .expect(1)
-        .mount(&connect)
-        .await;
+    expect_order_messages(&connect, ORDER, ok_json(&expired), 1).await;
     let app = app_watching(&connect, |_| {}).await;
 
     assert_eq!(app.poll_once().await, polled(1, 2));
@@ -320,17 +286,8 @@ async fn oauth_tokens_follow_the_orders_user_and_are_reused() {
         ("fulfillment_user_assertion", "user-token"),
         ("client_credentials", "client-token"),
     ] {
-        Mock::given(method("POST"))
-            .and(path("/v2/oauth/token"))
-            .and(body_partial_json(
-                json!({"client_id": "bridge-client", "grant_type": grant_type}),
-            ))
-            .respond_with(ok_json(
-                &json!({"access_token": token, "token_type": "Bearer", "expires_in": 7200}),
-            ))
-            .expect(1)
-            .mount(&connect)
-            .await;
+        let grant = json!({"client_id": "bridge-client", "grant_type": grant_type});
+        expect_token(&connect, grant, token, 1).await;
     }
     for (order, token) in [("700001", "user-token"), ("700002", "client-token")] {
         on_get(order_messages_path(order))
@@ -340,14 +297,16 @@ async fn oauth_tokens_follow_the_orders_user_and_are_reused() {
             .mount(&connect)
             .await;
     }
-    let app = spawn_app_with(|s| {
-        use_connect(s, &connect);
-        poll_continuously(s);
-        s.instacart.token = None;
-        s.instacart.client_id = Some("bridge-client".to_owned());
-        s.instacart.client_secret = Some(SecretString::from("bridge-secret".to_owned()));
-    })
-    .await;
+    let app = TestApp::builder()
+        .with_connect(&connect)
+        .polling_continuously()
+        .configure(|s| {
+            s.instacart.token = None;
+            s.instacart.client_id = Some("bridge-client".to_owned());
+            s.instacart.client_secret = Some(SecretString::from("bridge-secret".to_owned()));
+        })
+        .spawn()
+        .await;
     let body = json!({"order_id": "700001", "user_id": "user-42"});
     json_body(app.post("/v1/orders", &body).await, StatusCode::CREATED).await;
     app.watch_order("700002").await;
@@ -362,11 +321,7 @@ async fn oauth_tokens_follow_the_orders_user_and_are_reused() {
 #[tokio::test]
 async fn a_stopped_order_is_not_polled() {
     let connect = MockServer::start().await;
-    on_get(order_messages_path(ORDER))
-        .respond_with(ok_json(&fixture("order_messages")))
-        .expect(0)
-        .mount(&connect)
-        .await;
+    expect_order_messages(&connect, ORDER, ok_json(&fixture("order_messages")), 0).await;
     let app = app_watching(&connect, |_| {}).await;
     let stopped = app.delete(&format!("/v1/orders/{ORDER}")).await;
     assert_eq!(stopped.status(), StatusCode::NO_CONTENT);
@@ -391,21 +346,17 @@ async fn treat_ids_as_internal_sends_its_header() {
 #[tokio::test]
 async fn a_restarted_app_does_not_repeat_events_already_committed() {
     let connect = MockServer::start().await;
-    on_get(order_messages_path(ORDER))
-        .respond_with(ok_json(&fixture("order_messages")))
-        .expect(2)
-        .mount(&connect)
-        .await;
+    expect_order_messages(&connect, ORDER, ok_json(&fixture("order_messages")), 2).await;
     let app = app_watching(&connect, |_| {}).await;
     assert_eq!(app.poll_once().await, polled(1, 2));
 
     let app = app
         .stop()
         .await
-        .start_with(|s| {
-            use_connect(s, &connect);
-            poll_continuously(s);
-        })
+        .restart()
+        .with_connect(&connect)
+        .polling_continuously()
+        .spawn()
         .await;
     assert_eq!(app.poll_when_due().await, polled(1, 0));
     assert_eq!(app.deliveries("?order_id=122233").await.len(), 2);

@@ -16,6 +16,10 @@ use shopper_bridge::simulator::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::harness::{
+    chat_messages_path, fixture, order_messages_path, start_simulator, wait_until, RunningSimulator,
+};
+
 const TOKEN: &str = "static-test-token";
 const SEED_ORDER: &str = "122233";
 
@@ -23,28 +27,16 @@ struct Sim {
     base: String,
     handle: SimulatorHandle,
     client: reqwest::Client,
-    cancel: CancellationToken,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
+    _running: RunningSimulator,
 }
 
 async fn start(config: SimulatorConfig) -> Sim {
-    let simulator = Simulator::build(config, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("simulator binds");
-    let base = format!("http://{}", simulator.local_addr());
-    let handle = simulator.handle();
-    let cancel = CancellationToken::new();
-    tokio::spawn(simulator.run_until_stopped(cancel.clone()));
+    let running = start_simulator(config).await;
     Sim {
-        base,
-        handle,
+        base: running.base_url.clone(),
+        handle: running.handle.clone(),
         client: reqwest::Client::new(),
-        cancel,
+        _running: running,
     }
 }
 
@@ -54,19 +46,6 @@ fn config() -> SimulatorConfig {
         seed: Some(42),
         ..SimulatorConfig::default()
     }
-}
-
-fn order_messages_path(order: &str) -> String {
-    format!("/v2/post_checkout/orders/{order}/order_messages")
-}
-
-fn chat_path(order: &str) -> String {
-    format!("/v2/post_checkout/chat/{order}/messages")
-}
-
-fn fixture(name: &str) -> Value {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 impl Sim {
@@ -104,7 +83,7 @@ impl Sim {
     async fn send(&self, order: &str, body: &str) -> (StatusCode, Value) {
         self.json(
             Method::POST,
-            &chat_path(order),
+            &chat_messages_path(order),
             Some(json!({ "body": body })),
         )
         .await
@@ -134,17 +113,6 @@ fn credentials<'a>(grant_type: &'a str, scope: &'a str) -> Vec<(&'a str, &'a str
 }
 
 /// Polls `check` until it holds or five seconds pass.
-async fn eventually<F, Fut>(mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !check().await {
-        assert!(Instant::now() < deadline, "condition not reached in 5 s");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 #[tokio::test]
 async fn client_credentials_and_user_assertion_tokens_authorize_post_checkout_calls() {
@@ -260,13 +228,13 @@ async fn missing_or_unknown_bearer_is_answered_with_401_on_every_endpoint() {
     let sim = start(config()).await;
     let endpoints = [
         (Method::GET, order_messages_path(SEED_ORDER), None),
-        (Method::GET, chat_path(SEED_ORDER), None),
+        (Method::GET, chat_messages_path(SEED_ORDER), None),
         (
             Method::POST,
-            chat_path(SEED_ORDER),
+            chat_messages_path(SEED_ORDER),
             Some(json!({"body": "hi"})),
         ),
-        (Method::PUT, chat_path(SEED_ORDER), None),
+        (Method::PUT, chat_messages_path(SEED_ORDER), None),
     ];
     for (method, path, body) in &endpoints {
         for token in [None, Some("not-a-token")] {
@@ -291,15 +259,17 @@ async fn order_messages_of_the_seed_order_equal_the_seed_example() {
         .json(Method::GET, &order_messages_path(SEED_ORDER), None)
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, fixture("order_messages.json"));
+    assert_eq!(body, fixture("order_messages"));
 }
 
 #[tokio::test]
 async fn chat_messages_of_the_seed_order_equal_the_seed_example() {
     let sim = start(config()).await;
-    let (status, body) = sim.json(Method::GET, &chat_path(SEED_ORDER), None).await;
+    let (status, body) = sim
+        .json(Method::GET, &chat_messages_path(SEED_ORDER), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, fixture("chat_messages.json"));
+    assert_eq!(body, fixture("chat_messages"));
 }
 
 #[tokio::test]
@@ -310,7 +280,7 @@ async fn sent_message_is_answered_like_the_seed_and_reaches_the_current_shopper(
         .await;
     assert_eq!(status, StatusCode::OK);
 
-    let seed = fixture("send_message.json");
+    let seed = fixture("send_message");
     let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
     assert_eq!(keys(&answer), keys(&seed));
     assert_eq!(answer["type"], seed["type"]);
@@ -367,9 +337,11 @@ async fn mark_read_marks_only_the_shoppers_unread_messages_and_counts_them() {
     let (status, _) = sim.send(SEED_ORDER, "Thanks!").await;
     assert_eq!(status, StatusCode::OK);
 
-    let (status, body) = sim.json(Method::PUT, &chat_path(SEED_ORDER), None).await;
+    let (status, body) = sim
+        .json(Method::PUT, &chat_messages_path(SEED_ORDER), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, fixture("mark_read.json"));
+    assert_eq!(body, fixture("mark_read"));
 
     let chat = sim.order_messages(SEED_ORDER).await.chat_messages;
     for message in &chat {
@@ -378,7 +350,9 @@ async fn mark_read_marks_only_the_shoppers_unread_messages_and_counts_them() {
         assert_eq!(message.read_at.is_some(), from_shopper, "{message:?}");
     }
 
-    let (_, again) = sim.json(Method::PUT, &chat_path(SEED_ORDER), None).await;
+    let (_, again) = sim
+        .json(Method::PUT, &chat_messages_path(SEED_ORDER), None)
+        .await;
     assert_eq!(again, json!({"messages_read_count": 0}));
     assert_eq!(sim.handle.stats().mark_read_requests, 2);
 }
@@ -446,7 +420,9 @@ async fn generated_orders_carry_a_customer_a_shopper_and_first_messages() {
     assert_eq!(order.lifecycle_messages.len(), 1);
 
     // The chat endpoint shows the same participants for generated orders.
-    let (_, chat) = sim.json(Method::GET, &chat_path("122258"), None).await;
+    let (_, chat) = sim
+        .json(Method::GET, &chat_messages_path("122258"), None)
+        .await;
     assert_eq!(
         chat["metadata"]["current_shopper"],
         serde_json::to_value(&shopper).unwrap()
@@ -463,7 +439,9 @@ async fn expired_order_has_no_chat_and_refuses_new_messages() {
     assert!(order.chat_messages.is_empty());
     assert_eq!(order.lifecycle_messages.len(), 1, "notifications stay");
 
-    let (_, chat) = sim.json(Method::GET, &chat_path(SEED_ORDER), None).await;
+    let (_, chat) = sim
+        .json(Method::GET, &chat_messages_path(SEED_ORDER), None)
+        .await;
     assert_eq!(chat["chat_messages"], json!([]));
 
     let (status, body) = sim.send(SEED_ORDER, "still there?").await;
@@ -484,7 +462,7 @@ async fn orders_expire_once_expire_after_has_passed() {
     let fresh = sim.order_messages("122245").await;
     assert!(!fresh.metadata.is_expired);
     assert!(!fresh.chat_messages.is_empty());
-    eventually(|| async {
+    wait_until("the order expires", || async {
         let order = sim.order_messages("122245").await;
         order.metadata.is_expired && order.chat_messages.is_empty()
     })
@@ -497,9 +475,13 @@ async fn unknown_order_is_answered_with_404_resource_not_found_everywhere() {
     let expected = json!({"error": {"message": "Resource not found", "code": 4000}, "meta": {}});
     for (method, path, body) in [
         (Method::GET, order_messages_path("999"), None),
-        (Method::GET, chat_path("999"), None),
-        (Method::POST, chat_path("999"), Some(json!({"body": "hi"}))),
-        (Method::PUT, chat_path("999"), None),
+        (Method::GET, chat_messages_path("999"), None),
+        (
+            Method::POST,
+            chat_messages_path("999"),
+            Some(json!({"body": "hi"})),
+        ),
+        (Method::PUT, chat_messages_path("999"), None),
     ] {
         let (status, answer) = sim.json(method.clone(), &path, body).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}");
@@ -529,9 +511,11 @@ async fn order_messages_can_refuse_with_4001_or_shopper_pii_while_chat_still_ans
             .await;
         assert_eq!(got_status, status);
         assert_eq!(body, expected);
-        let (chat_status, chat) = sim.json(Method::GET, &chat_path(SEED_ORDER), None).await;
+        let (chat_status, chat) = sim
+            .json(Method::GET, &chat_messages_path(SEED_ORDER), None)
+            .await;
         assert_eq!(chat_status, StatusCode::OK);
-        assert_eq!(chat, fixture("chat_messages.json"));
+        assert_eq!(chat, fixture("chat_messages"));
     }
     sim.handle.set_order_messages_failure(SEED_ORDER, None);
     sim.order_messages(SEED_ORDER).await;
@@ -567,7 +551,12 @@ async fn faults_at_rate_one_answer_429_503_and_truncated_json() {
         })
         .unwrap();
     let unavailable = sim
-        .call(Method::PUT, &chat_path(SEED_ORDER), Some(TOKEN), None)
+        .call(
+            Method::PUT,
+            &chat_messages_path(SEED_ORDER),
+            Some(TOKEN),
+            None,
+        )
         .await;
     assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
 
@@ -706,7 +695,10 @@ async fn message_interval_makes_new_messages_appear_over_time() {
             .sum()
     };
     let initial = count(all_orders(&sim).await);
-    eventually(|| async { count(all_orders(&sim).await) >= initial + 3 }).await;
+    wait_until("three new messages appear", || async {
+        count(all_orders(&sim).await) >= initial + 3
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -826,7 +818,9 @@ async fn timings_note_creation_and_the_first_whole_answer_carrying_each_message(
     assert_eq!(sim.handle.orders_served(), 1);
 
     // The chat endpoint serves too; what was taken is not handed over again.
-    let (status, _) = sim.json(Method::GET, &chat_path("900002"), None).await;
+    let (status, _) = sim
+        .json(Method::GET, &chat_messages_path("900002"), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     let timings = sim.handle.take_timings();
     assert_eq!(timings.served.len(), 1);

@@ -2,7 +2,6 @@
 //! store, the poller against a mocked Connect API, and webhooks to real receivers.
 
 mod deliveries;
-mod helpers;
 mod hygiene;
 mod messages;
 mod orders;

@@ -6,18 +6,17 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
-use tokio_util::sync::{CancellationToken, DropGuard};
 use wiremock::MockServer;
 
 use shopper_bridge::channels::webhook::verify_headers;
 use shopper_bridge::config::Settings;
 use shopper_bridge::domain::{EventId, EventType, OrderId};
 use shopper_bridge::instacart::models::OrderMessagesResponse;
-use shopper_bridge::simulator::{Simulator, SimulatorConfig, SimulatorHandle};
+use shopper_bridge::simulator::{SimulatorConfig, SimulatorHandle};
 
-use crate::helpers::{
-    fixture, json_body, ok_json, on_get, order_messages_path, spawn_app_with,
-    spawn_running_app_with, use_connect, wait_until, Receiver, Subscription, TestApp,
+use crate::harness::{
+    fixture, json_body, order_messages_path, serve_seed_order_messages, start_simulator,
+    use_connect, wait_until, Receiver, RunningSimulator, Subscription, TestApp,
 };
 
 const ORDER: &str = "122233";
@@ -37,16 +36,15 @@ async fn pipeline(
     configure: impl FnOnce(&mut Settings),
 ) -> Pipeline {
     let connect = MockServer::start().await;
-    on_get(order_messages_path(ORDER))
-        .respond_with(ok_json(&fixture("order_messages")))
-        .mount(&connect)
-        .await;
+    serve_seed_order_messages(&connect, ORDER).await;
     let receiver = Receiver::start(script).await;
-    let app = spawn_app_with(|s| {
-        use_connect(s, &connect);
-        configure(s);
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|s| {
+            use_connect(s, &connect);
+            configure(s);
+        })
+        .spawn()
+        .await;
     let subscription = app.subscribe(&receiver.url, event_types).await;
     app.watch_order(ORDER).await;
     Pipeline {
@@ -172,7 +170,9 @@ async fn events_detected_before_a_crash_are_delivered_once_after_the_restart() {
     let app = app
         .stop()
         .await
-        .start_with(|s| use_connect(s, &connect))
+        .restart()
+        .configure(|s| use_connect(s, &connect))
+        .spawn()
         .await;
     assert!(receiver.requests().is_empty());
     assert_eq!(app.deliver_next().await, 2);
@@ -240,28 +240,19 @@ const SIMULATED_ORDER: &str = "500100";
 /// Every event the simulator's current state of [`SIMULATED_ORDER`] should have produced.
 /// The built-in simulator serving [`SIMULATED_ORDER`], until the guard is dropped: its URL and
 /// handle.
-async fn simulate() -> (String, SimulatorHandle, DropGuard) {
-    let simulator = Simulator::build(
-        SimulatorConfig {
-            orders: vec![SIMULATED_ORDER.to_owned()],
-            static_token: Some(SIMULATOR_TOKEN.to_owned()),
-            seed: Some(7),
-            ..SimulatorConfig::default()
-        },
-        ([127, 0, 0, 1], 0).into(),
-    )
+async fn simulate() -> RunningSimulator {
+    start_simulator(SimulatorConfig {
+        orders: vec![SIMULATED_ORDER.to_owned()],
+        static_token: Some(SIMULATOR_TOKEN.to_owned()),
+        seed: Some(7),
+        ..SimulatorConfig::default()
+    })
     .await
-    .expect("simulator binds");
-    let base_url = format!("http://{}", simulator.local_addr());
-    let handle = simulator.handle();
-    let stop = CancellationToken::new();
-    tokio::spawn(simulator.run_until_stopped(stop.clone()));
-    (base_url, handle, stop.drop_guard())
 }
 
-/// Polls the simulator often, as `spawn_running_app_with` configures.
-fn use_simulator(settings: &mut Settings, base_url: &str) {
-    settings.instacart.base_url = base_url.parse().unwrap();
+/// Polls `sim` often, as `TestApp::builder().with_background_tasks()` runs it.
+fn use_simulator(settings: &mut Settings, sim: &RunningSimulator) {
+    settings.instacart.base_url = sim.base_url.parse().unwrap();
     settings.instacart.token = Some(SIMULATOR_TOKEN.to_owned().into());
     settings.poller.interval = Duration::from_millis(100);
 }
@@ -272,7 +263,11 @@ async fn polling_the_simulator(
     receiver: &Receiver,
     configure: impl FnOnce(&mut Settings),
 ) -> TestApp {
-    let app = spawn_running_app_with(configure).await;
+    let app = TestApp::builder()
+        .with_background_tasks()
+        .configure(configure)
+        .spawn()
+        .await;
     app.subscribe(&receiver.url, &[]).await;
     app.watch_order(SIMULATED_ORDER).await;
     wait_until("the order's first poll", || async {
@@ -342,14 +337,18 @@ async fn simulated_event_ids(base_url: &str) -> HashSet<String> {
 
 #[tokio::test]
 async fn a_restart_mid_stream_delivers_every_message_exactly_once() {
-    let (base_url, upstream, _stop_simulator) = simulate().await;
+    let sim = simulate().await;
 
     let receiver = Receiver::start(&[]).await;
     let configure = |s: &mut Settings| {
-        use_simulator(s, &base_url);
+        use_simulator(s, &sim);
         retry_schedule(s, 3);
     };
-    let app = spawn_running_app_with(configure).await;
+    let app = TestApp::builder()
+        .with_background_tasks()
+        .configure(configure)
+        .spawn()
+        .await;
     app.subscribe(&receiver.url, &[]).await;
     app.watch_order(SIMULATED_ORDER).await;
 
@@ -357,7 +356,9 @@ async fn a_restart_mid_stream_delivers_every_message_exactly_once() {
     let add = |phase: &str| {
         (1..=3)
             .map(|i| {
-                let message = upstream.add_chat_message(SIMULATED_ORDER, &format!("{phase} {i}"));
+                let message = sim
+                    .handle
+                    .add_chat_message(SIMULATED_ORDER, &format!("{phase} {i}"));
                 EventId::derive(EventType::ChatMessageCreated, &order, Some(message.id))
                     .as_str()
                     .to_owned()
@@ -372,90 +373,96 @@ async fn a_restart_mid_stream_delivers_every_message_exactly_once() {
 
     let stopped = app.stop().await;
     let while_down = add("while the bridge is down");
-    let app = stopped.start_with(configure).await;
+    let app = stopped.restart().configure(configure).spawn().await;
 
-    let expected = simulated_event_ids(&base_url).await;
+    let expected = simulated_event_ids(&sim.base_url).await;
     assert!(before
         .iter()
         .chain(&while_down)
         .all(|id| expected.contains(id)));
-    assert_every_message_arrives_once(&receiver, &base_url, app).await;
+    assert_every_message_arrives_once(&receiver, &sim.base_url, app).await;
 }
 
 #[tokio::test]
 async fn a_burst_larger_than_the_dispatchers_room_is_delivered_exactly_once() {
-    let (base_url, upstream, _stop_simulator) = simulate().await;
+    let sim = simulate().await;
     let receiver = Receiver::start(&[]).await;
     // One send at a time: the dispatcher holds 256 deliveries, so a poll creating 300 hands
     // over what fits and leaves the rest to the dispatcher's claims.
     let app = polling_the_simulator(&receiver, |s| {
-        use_simulator(s, &base_url);
+        use_simulator(s, &sim);
         s.delivery.concurrency = 1;
     })
     .await;
 
-    add_messages(&upstream, 300);
+    add_messages(&sim.handle, 300);
 
-    assert_every_message_arrives_once(&receiver, &base_url, app).await;
+    assert_every_message_arrives_once(&receiver, &sim.base_url, app).await;
 }
 
 #[tokio::test]
 async fn a_backlog_is_sent_exactly_delivery_concurrency_at_a_time() {
-    let (base_url, upstream, _stop_simulator) = simulate().await;
+    let sim = simulate().await;
     // 50 ms per request: the three workers' sends overlap, and a fourth would show.
     let receiver = Receiver::start_slow(Duration::from_millis(50)).await;
     let app = polling_the_simulator(&receiver, |s| {
-        use_simulator(s, &base_url);
+        use_simulator(s, &sim);
         s.delivery.concurrency = 3;
     })
     .await;
 
-    add_messages(&upstream, 30);
+    add_messages(&sim.handle, 30);
 
-    assert_every_message_arrives_once(&receiver, &base_url, app).await;
+    assert_every_message_arrives_once(&receiver, &sim.base_url, app).await;
     assert_eq!(receiver.most_in_flight(), 3);
 }
 
 #[tokio::test]
 async fn deliveries_that_wait_past_the_send_timeout_for_a_worker_are_put_back_not_left_to_their_lease(
 ) {
-    let (base_url, upstream, _stop_simulator) = simulate().await;
+    let sim = simulate().await;
     // A receiver taking 200 ms per request, one request at a time, a 1 s send timeout: of 20
     // deliveries claimed together, most cannot start in time. Left to their lease (2 s + 30 s)
     // they would outlast the wait below.
     let receiver = Receiver::start_slow(Duration::from_millis(200)).await;
     let app = polling_the_simulator(&receiver, |s| {
-        use_simulator(s, &base_url);
+        use_simulator(s, &sim);
         s.delivery.concurrency = 1;
         s.delivery.timeout = Duration::from_secs(1);
     })
     .await;
 
-    add_messages(&upstream, 20);
+    add_messages(&sim.handle, 20);
 
-    assert_every_message_arrives_once(&receiver, &base_url, app).await;
+    assert_every_message_arrives_once(&receiver, &sim.base_url, app).await;
 }
 
 #[tokio::test]
 async fn stopping_puts_back_what_waits_for_a_send_worker_and_a_restart_sends_it_at_once() {
-    let (base_url, upstream, _stop_simulator) = simulate().await;
+    let sim = simulate().await;
     let receiver = Receiver::start_slow(Duration::from_millis(200)).await;
     // A short grace: a send still queued for a worker when it ends would otherwise be dropped
     // with its claim held for the lease (2 x 15 s + 30 s), longer than the wait below.
     let configure = |s: &mut Settings| {
-        use_simulator(s, &base_url);
+        use_simulator(s, &sim);
         s.delivery.concurrency = 1;
         s.delivery.shutdown_grace = Duration::from_millis(300);
     };
     let app = polling_the_simulator(&receiver, configure).await;
     let arrived = webhook_ids(&receiver).len();
-    add_messages(&upstream, 20);
+    add_messages(&sim.handle, 20);
     wait_until("the burst starts arriving", || async {
         webhook_ids(&receiver).len() > arrived
     })
     .await;
 
-    let app = app.stop().await.start_with(configure).await;
+    let app = app
+        .stop()
+        .await
+        .restart()
+        .configure(configure)
+        .spawn()
+        .await;
 
-    assert_every_message_arrives_once(&receiver, &base_url, app).await;
+    assert_every_message_arrives_once(&receiver, &sim.base_url, app).await;
 }

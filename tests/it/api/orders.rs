@@ -2,7 +2,7 @@ use chrono::Utc;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{errors, json_body, single_error, spawn_app, timestamp, was_woken};
+use crate::harness::{errors, json_body, single_error, spawn_app, timestamp, was_woken};
 
 #[tokio::test]
 async fn watching_an_order_returns_201_and_wakes_the_poller() {

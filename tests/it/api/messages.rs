@@ -6,12 +6,12 @@ use base64::Engine as _;
 use reqwest::{Method, Response, StatusCode};
 use secrecy::SecretString;
 use serde_json::{json, Value};
-use wiremock::matchers::{body_json, body_partial_json, header, method, path};
+use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockBuilder, MockServer, ResponseTemplate};
 
-use crate::helpers::{
-    chat_messages_path, connect_error, fixture, json_body, ok_json, single_error, spawn_app,
-    spawn_app_with, use_connect, TestApp,
+use crate::harness::{
+    chat_messages_path, connect_error, expect_token, fixture, json_body, ok_json, single_error,
+    spawn_app, use_connect, TestApp,
 };
 
 const ORDER: &str = "122233";
@@ -24,7 +24,10 @@ fn on_chat(verb: &str, order_id: &str) -> MockBuilder {
 }
 
 async fn app_for(connect: &MockServer) -> TestApp {
-    spawn_app_with(|s| use_connect(s, connect)).await
+    TestApp::builder()
+        .configure(|s| use_connect(s, connect))
+        .spawn()
+        .await
 }
 
 async fn send(app: &TestApp, order_id: &str, body: &str) -> Response {
@@ -181,44 +184,29 @@ async fn marking_read_passes_connects_count_through() {
     assert_eq!(read, json!({"messages_read_count": 15}));
 }
 
-/// Connect's token endpoint handing `token` out for `grant` (and `assertion` when given), once.
-async fn mount_token(connect: &MockServer, grant: Value, token: &str) {
-    Mock::given(method("POST"))
-        .and(path("/v2/oauth/token"))
-        .and(body_partial_json(grant))
-        .respond_with(ok_json(
-            &json!({"access_token": token, "token_type": "Bearer", "expires_in": 7200}),
-        ))
-        .expect(1)
-        .mount(connect)
-        .await;
-}
-
 fn user_grant(user_id: &str) -> Value {
     let assertion = BASE64.encode(json!({ "user_id": user_id }).to_string());
     json!({"grant_type": "fulfillment_user_assertion", "assertion": assertion})
 }
 
 async fn oauth_app(connect: &MockServer) -> TestApp {
-    spawn_app_with(|s| {
-        use_connect(s, connect);
-        s.instacart.token = None;
-        s.instacart.client_id = Some("bridge-client".to_owned());
-        s.instacart.client_secret = Some(SecretString::from("bridge-secret".to_owned()));
-    })
-    .await
+    TestApp::builder()
+        .configure(|s| {
+            use_connect(s, connect);
+            s.instacart.token = None;
+            s.instacart.client_id = Some("bridge-client".to_owned());
+            s.instacart.client_secret = Some(SecretString::from("bridge-secret".to_owned()));
+        })
+        .spawn()
+        .await
 }
 
 #[tokio::test]
 async fn an_unwatched_order_speaks_as_the_given_user_or_else_as_the_client() {
     let connect = MockServer::start().await;
-    mount_token(&connect, user_grant("user-7"), "user-token").await;
-    mount_token(
-        &connect,
-        json!({"grant_type": "client_credentials"}),
-        "client-token",
-    )
-    .await;
+    expect_token(&connect, user_grant("user-7"), "user-token", 1).await;
+    let client_grant = json!({"grant_type": "client_credentials"});
+    expect_token(&connect, client_grant, "client-token", 1).await;
     for (order, token) in [("700001", "user-token"), ("700002", "client-token")] {
         on_chat("POST", order)
             .and(header("authorization", format!("Bearer {token}")))
@@ -242,7 +230,7 @@ async fn an_unwatched_order_speaks_as_the_given_user_or_else_as_the_client() {
 #[tokio::test]
 async fn a_watched_order_speaks_as_its_stored_user() {
     let connect = MockServer::start().await;
-    mount_token(&connect, user_grant("user-42"), "user-token").await;
+    expect_token(&connect, user_grant("user-42"), "user-token", 1).await;
     on_chat("PUT", ORDER)
         .and(header("authorization", "Bearer user-token"))
         .respond_with(ok_json(&fixture("mark_read")))

@@ -2,37 +2,25 @@
 //! created through the admin API, mails sent by the dispatcher through lettre to a real SMTP
 //! server on loopback (the demo's mailbox), then parsed as a mail client would.
 
-#[allow(dead_code)]
-#[path = "api/helpers.rs"]
-mod helpers;
-
 use mail_parser::{HeaderValue, MessageParser, MimeHeaders};
 use reqwest::StatusCode;
 use secrecy::SecretString;
 use serde_json::{json, Value};
-use std::future::Future;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 use shopper_bridge::channels::email::message_id;
 use shopper_bridge::config::{Settings, SmtpTls};
 use shopper_bridge::demo::mailbox::{Mail, Mailbox};
 use shopper_bridge::domain::EventId;
-use shopper_bridge::simulator::{Simulator, SimulatorConfig, SimulatorHandle};
+use shopper_bridge::simulator::SimulatorConfig;
 
-use helpers::{json_body, spawn_app_with, TestApp};
+use crate::harness::{
+    json_body, start_simulator, wait_for, wait_until, within, RunningSimulator, TestApp,
+};
 
 const TOKEN: &str = "simulator-static-token";
 const FROM: &str = "Store 42 <chat@store.example>";
 const REPLY_TO: &str = "help@store.example";
-const WAIT_LIMIT: Duration = Duration::from_secs(10);
-
-async fn within<T>(work: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT_LIMIT, work)
-        .await
-        .expect("did not happen in time")
-}
-
 async fn mailbox() -> Mailbox {
     Mailbox::start().await.expect("the mailbox listens")
 }
@@ -40,49 +28,33 @@ async fn mailbox() -> Mailbox {
 /// The bridge polling a simulator and mailing through `smtp`.
 struct World {
     app: TestApp,
-    sim: SimulatorHandle,
-    cancel: CancellationToken,
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
+    sim: RunningSimulator,
 }
 
 async fn world(smtp: &Mailbox, configure: impl FnOnce(&mut Settings)) -> World {
-    let config = SimulatorConfig {
+    let sim = start_simulator(SimulatorConfig {
         orders: Vec::new(),
         static_token: Some(TOKEN.to_owned()),
         seed: Some(7),
         ..SimulatorConfig::default()
-    };
-    let simulator = Simulator::build(config, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("simulator binds");
-    let base_url = format!("http://{}", simulator.local_addr());
-    let sim = simulator.handle();
-    let cancel = CancellationToken::new();
-    tokio::spawn(simulator.run_until_stopped(cancel.clone()));
-
-    let smtp_url = smtp.url();
-    let app = spawn_app_with(|s| {
-        s.instacart.base_url = base_url.parse().unwrap();
-        s.instacart.token = Some(SecretString::from(TOKEN.to_owned()));
-        // Every order is due again almost at once, so each test step can poll for news.
-        s.poller.interval = Duration::from_millis(1);
-        s.poller.jitter = 0.0;
-        s.delivery.retry_schedule = vec![Duration::from_millis(20); 3];
-        s.delivery.retry_jitter = 0.0;
-        s.email.smtp_url = Some(smtp_url);
-        s.email.tls = Some(SmtpTls::None);
-        s.email.from = Some(FROM.to_owned());
-        s.email.reply_to = Some(REPLY_TO.to_owned());
-        s.email.timeout = Duration::from_secs(5);
-        configure(s);
     })
     .await;
-    World { app, sim, cancel }
+    let app = TestApp::builder()
+        .with_simulator(&sim)
+        // Every order is due again almost at once, so each test step can poll for news.
+        .polling_continuously()
+        .with_email(smtp.url(), FROM)
+        .configure(|s| {
+            s.delivery.retry_schedule = vec![Duration::from_millis(20); 3];
+            s.delivery.retry_jitter = 0.0;
+            s.email.tls = Some(SmtpTls::None);
+            s.email.reply_to = Some(REPLY_TO.to_owned());
+            s.email.timeout = Duration::from_secs(5);
+        })
+        .configure(configure)
+        .spawn()
+        .await;
+    World { app, sim }
 }
 
 impl World {
@@ -102,22 +74,20 @@ impl World {
 
     /// Watches a new order (the simulator greets the customer in it) and polls it.
     async fn start_order(&self, order: &str) {
-        self.sim.add_order(order);
+        self.sim.handle.add_order(order);
         self.app.watch_order(order).await;
         self.poll_news().await;
     }
 
     /// A shopper's chat message in `order`, polled.
     async fn shopper_writes(&self, order: &str, body: &str) {
-        self.sim.add_chat_message(order, body);
+        self.sim.handle.add_chat_message(order, body);
         self.poll_news().await;
     }
 
     async fn poll_news(&self) {
-        within(async {
-            while self.app.poll_once().await.events_created == 0 {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
+        wait_until("a poll finds news", || async {
+            self.app.poll_once().await.events_created > 0
         })
         .await;
     }
@@ -133,15 +103,13 @@ impl World {
 
     /// Delivery rounds until none of the subscriber's deliveries is pending.
     async fn deliver_until_settled(&self, subscriber: &str) -> Vec<Value> {
-        within(async {
-            loop {
-                self.app.deliver_next().await;
-                let deliveries = self.deliveries(subscriber).await;
-                if deliveries.iter().all(|d| d["status"] != "pending") {
-                    return deliveries;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+        wait_for("no delivery is pending", || async {
+            self.app.deliver_next().await;
+            let deliveries = self.deliveries(subscriber).await;
+            deliveries
+                .iter()
+                .all(|d| d["status"] != "pending")
+                .then_some(deliveries)
         })
         .await
     }
@@ -295,7 +263,7 @@ async fn later_emails_about_an_order_reply_to_its_first_email() {
     world.start_order("300002").await;
     world.deliver_until_settled(&subscriber).await;
 
-    let emails: Vec<Email> = within(smtp.wait_for_mails(4))
+    let emails: Vec<Email> = within("four mails arrive", smtp.wait_for_mails(4))
         .await
         .iter()
         .map(parse)
@@ -342,8 +310,8 @@ async fn a_digest_sends_an_orders_events_within_its_window_as_one_email_in_order
             "{delivery}"
         );
     }
-    let first_created = helpers::timestamp(&pending[0]["created_at"]);
-    let due_at = helpers::timestamp(&pending[0]["next_attempt_at"]);
+    let first_created = crate::harness::timestamp(&pending[0]["created_at"]);
+    let due_at = crate::harness::timestamp(&pending[0]["next_attempt_at"]);
     assert_eq!(due_at - first_created, chrono::TimeDelta::seconds(2));
 
     let delivered = world.deliver_until_settled(&digest).await;
@@ -473,41 +441,34 @@ async fn an_unreachable_smtp_server_is_retried() {
     );
 }
 
-#[tokio::test]
-async fn the_configured_credentials_log_in_and_a_refused_login_never_shows_the_password() {
+/// A mailbox that takes `bridge` with `password` only, and the bridge logging in with `given`:
+/// the first chat message's delivery to an e-mail subscriber, once settled.
+async fn deliver_logging_in(password: &str, given: &str) -> (Mailbox, World, Value) {
     let smtp = mailbox().await;
-    smtp.require_login("bridge", "correct horse battery");
-    let accepting = world(&smtp, |s| {
+    smtp.require_login("bridge", password);
+    let world = world(&smtp, |s| {
         s.email.username = Some("bridge".to_owned());
-        s.email.password = Some(SecretString::from("correct horse battery".to_owned()));
+        s.email.password = Some(SecretString::from(given.to_owned()));
     })
     .await;
-    let subscriber = accepting
-        .subscribe(&["staff@store.example"], json!({}))
-        .await;
-    accepting.start_order("300001").await;
-    let delivery = accepting.deliver_until_settled(&subscriber).await.remove(0);
+    let subscriber = world.subscribe(&["staff@store.example"], json!({})).await;
+    world.start_order("300001").await;
+    let delivery = world.deliver_until_settled(&subscriber).await.remove(0);
+    (smtp, world, delivery)
+}
+
+#[tokio::test]
+async fn the_configured_credentials_log_in_and_a_refused_login_never_shows_the_password() {
+    let (smtp, _accepting, delivery) =
+        deliver_logging_in("correct horse battery", "correct horse battery").await;
     assert_eq!(delivery["status"], "delivered", "{delivery}");
     assert_eq!(
         smtp.logins(),
         [("bridge".to_owned(), "correct horse battery".to_owned())]
     );
 
-    let refusing = mailbox().await;
-    refusing.require_login("bridge", "the real one");
-    let refusing_world = world(&refusing, |s| {
-        s.email.username = Some("bridge".to_owned());
-        s.email.password = Some(SecretString::from("a wrong guess".to_owned()));
-    })
-    .await;
-    let subscriber = refusing_world
-        .subscribe(&["staff@store.example"], json!({}))
-        .await;
-    refusing_world.start_order("300001").await;
-    let delivery = refusing_world
-        .deliver_until_settled(&subscriber)
-        .await
-        .remove(0);
+    let (_refusing, refusing_world, delivery) =
+        deliver_logging_in("the real one", "a wrong guess").await;
     assert_eq!(delivery["status"], "failed", "{delivery}");
     assert_eq!(delivery["attempts"][0]["status_code"], 535);
     let listed = refusing_world
@@ -531,7 +492,7 @@ type Breaks = fn(&mut Settings);
 fn email_settings_are_checked_at_start_up() {
     let dir = tempfile::tempdir().unwrap();
     let valid = || {
-        let mut settings = helpers::test_settings(dir.path());
+        let mut settings = crate::harness::test_settings(dir.path());
         settings.email.smtp_url = Some("smtp://mail.store.example".parse().unwrap());
         settings.email.from = Some(FROM.to_owned());
         settings
@@ -541,7 +502,7 @@ fn email_settings_are_checked_at_start_up() {
     let mut implicit = valid();
     implicit.email.smtp_url = Some("smtps://mail.store.example".parse().unwrap());
     assert_eq!(implicit.email.tls_mode(), SmtpTls::Tls);
-    let mut unset = helpers::test_settings(dir.path());
+    let mut unset = crate::harness::test_settings(dir.path());
     unset.email.from = Some("not checked while e-mail is off".to_owned());
     unset.validate().expect("no smtp_url: e-mail is off");
 

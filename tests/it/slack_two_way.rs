@@ -2,10 +2,6 @@
 //! which talks to Connect and answers in Slack. wiremock plays Slack (the Web API and the
 //! clicks' response URLs) and Connect; the bridge is the real service on a real SQLite file.
 
-#[allow(dead_code)]
-#[path = "api/helpers.rs"]
-mod helpers;
-
 use chrono::{TimeDelta, Utc};
 use hmac::{Hmac, Mac};
 use reqwest::{Response, StatusCode};
@@ -15,9 +11,9 @@ use std::time::{Duration, Instant};
 use wiremock::matchers::{body_json, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use helpers::{
-    chat_messages_path, connect_error, fixture, json_body, ok_json, on_get, order_messages_path,
-    spawn_app_with, test_settings, use_connect, wait_until, TestApp,
+use crate::harness::{
+    chat_messages_path, connect_error, fixture, json_body, ok_json, serve_seed_order_messages,
+    test_settings, use_connect, wait_until, TestApp,
 };
 use shopper_bridge::domain::DeliveryStatus;
 use shopper_bridge::domain::{OrderId, SubscriberId};
@@ -50,13 +46,15 @@ async fn two_way() -> TwoWay {
     let slack = MockServer::start().await;
     let connect = MockServer::start().await;
     let api = format!("{}/api/", slack.uri());
-    let app = spawn_app_with(|settings| {
-        settings.slack.api_base_url = api.parse().unwrap();
-        settings.slack.messages_per_second = 1000.0;
-        settings.slack.signing_secret = Some(SIGNING_SECRET.to_owned().into());
-        use_connect(settings, &connect);
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|settings| {
+            settings.slack.api_base_url = api.parse().unwrap();
+            settings.slack.messages_per_second = 1000.0;
+            settings.slack.signing_secret = Some(SIGNING_SECRET.to_owned().into());
+            use_connect(settings, &connect);
+        })
+        .spawn()
+        .await;
     let created = app
         .create_subscriber(json!({"kind": "slack", "bot_token": BOT_TOKEN, "channel": CHANNEL}))
         .await;
@@ -108,10 +106,7 @@ async fn deliver_order_to_slack(two_way: &TwoWay) -> Value {
         connect,
         subscriber,
     } = two_way;
-    on_get(order_messages_path(ORDER))
-        .respond_with(ok_json(&fixture("order_messages")))
-        .mount(connect)
-        .await;
+    serve_seed_order_messages(connect, ORDER).await;
     app.watch_order(ORDER).await;
     app.poll_once().await;
     let filter = DeliveryFilter {
@@ -610,12 +605,14 @@ async fn without_a_signing_secret_the_slack_routes_do_not_exist_and_buttons_are_
     let slack = MockServer::start().await;
     let connect = MockServer::start().await;
     let api = format!("{}/api/", slack.uri());
-    let app = spawn_app_with(|settings| {
-        settings.slack.api_base_url = api.parse().unwrap();
-        settings.slack.messages_per_second = 1000.0;
-        use_connect(settings, &connect);
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|settings| {
+            settings.slack.api_base_url = api.parse().unwrap();
+            settings.slack.messages_per_second = 1000.0;
+            use_connect(settings, &connect);
+        })
+        .spawn()
+        .await;
     for route in ["/slack/events", "/slack/interactions"] {
         let response = Signed::event(&json!({"type": "url_verification", "challenge": "x"}));
         let response = Signed {

@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use shopper_bridge::domain::AttemptResolution;
 
-use crate::helpers::{
+use crate::harness::{
     dispatcher_was_woken, errors, json_body, single_error, spawn_app, timestamp, TestApp,
 };
 

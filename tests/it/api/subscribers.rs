@@ -6,9 +6,9 @@ use std::time::Duration;
 use shopper_bridge::domain::{AttemptRecord, AttemptResolution};
 use shopper_bridge::domain::{SigningSecret, SubscriberId};
 
-use crate::helpers::{errors, json_body, single_error, spawn_app, spawn_app_with, timestamp};
+use crate::harness::{errors, json_body, single_error, spawn_app, timestamp, TestApp};
 
-fn field_errors(found: &[crate::helpers::ErrorItem]) -> Vec<(String, String)> {
+fn field_errors(found: &[crate::harness::ErrorItem]) -> Vec<(String, String)> {
     found
         .iter()
         .map(|e| {
@@ -152,7 +152,10 @@ async fn unknown_kinds_missing_urls_and_empty_filters_are_refused() {
 
 #[tokio::test]
 async fn private_targets_are_refused_unless_the_deployment_allows_them() {
-    let app = spawn_app_with(|s| s.delivery.allow_private_targets = false).await;
+    let app = TestApp::builder()
+        .configure(|s| s.delivery.allow_private_targets = false)
+        .spawn()
+        .await;
     let response = app
         .post(
             "/v1/subscribers",
@@ -164,7 +167,10 @@ async fn private_targets_are_refused_unless_the_deployment_allows_them() {
     assert_eq!(found[0].0, "url");
     assert!(found[0].1.contains("private"), "{found:?}");
 
-    let allowed = spawn_app_with(|s| s.delivery.allow_private_targets = true).await;
+    let allowed = TestApp::builder()
+        .configure(|s| s.delivery.allow_private_targets = true)
+        .spawn()
+        .await;
     allowed
         .create_subscriber(json!({"kind": "webhook", "url": "http://169.254.169.254/latest"}))
         .await;
@@ -308,7 +314,10 @@ async fn deleting_a_subscriber_makes_it_unknown() {
 #[tokio::test]
 async fn rotating_returns_a_new_secret_and_the_old_one_signs_through_the_grace() {
     let grace = Duration::from_secs(3600);
-    let app = spawn_app_with(|s| s.delivery.secret_rotation_grace = grace).await;
+    let app = TestApp::builder()
+        .configure(|s| s.delivery.secret_rotation_grace = grace)
+        .spawn()
+        .await;
     let created = app.create_webhook().await;
     let id = created["id"].as_str().unwrap();
     let old_secret = created["secret"].as_str().unwrap();
@@ -355,12 +364,14 @@ async fn rotating_returns_a_new_secret_and_the_old_one_signs_through_the_grace()
 }
 
 /// An app whose e-mail is configured (nothing connects to the SMTP server in these tests).
-async fn spawn_app_with_email() -> crate::helpers::TestApp {
-    spawn_app_with(|s| {
-        s.email.smtp_url = Some("smtp://127.0.0.1:2525".parse().unwrap());
-        s.email.from = Some("Store 42 <chat@store.example>".to_owned());
-    })
-    .await
+async fn spawn_app_with_email() -> crate::harness::TestApp {
+    TestApp::builder()
+        .with_email(
+            "smtp://127.0.0.1:2525".parse().unwrap(),
+            "Store 42 <chat@store.example>",
+        )
+        .spawn()
+        .await
 }
 
 #[tokio::test]

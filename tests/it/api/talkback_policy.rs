@@ -6,13 +6,13 @@ use chrono::Utc;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockBuilder, MockGuard, MockServer};
+use wiremock::{Mock, MockGuard, MockServer};
 
 use shopper_bridge::domain::{OrderId, SubscriberId};
 
-use crate::helpers::{
+use crate::harness::{
     chat_messages_path, fixture, json_body, ok_json, on_get, order_messages_path,
-    poll_continuously, single_error, spawn_app_with, use_connect, Receiver, TestApp,
+    poll_continuously, single_error, use_connect, Receiver, TestApp,
 };
 
 const ORDER: &str = "122233";
@@ -71,17 +71,25 @@ async fn chat_shows(connect: &MockServer, messages: &[Value]) -> MockGuard {
         .await
 }
 
-/// Connect's chat endpoint of [`ORDER`] (`POST` sends, `PUT` marks read).
-fn on_chat(verb: &str) -> MockBuilder {
-    Mock::given(method(verb)).and(path(chat_messages_path(ORDER)))
+/// Connect's chat endpoint of [`ORDER`] (`POST` sends, `PUT` marks read) answers the fixture
+/// `answer`, `calls` times.
+async fn expect_chat_call(connect: &MockServer, verb: &str, answer: &str, calls: u64) {
+    Mock::given(method(verb))
+        .and(path(chat_messages_path(ORDER)))
+        .respond_with(ok_json(&fixture(answer)))
+        .expect(calls)
+        .mount(connect)
+        .await;
 }
 
 async fn app_for(connect: &MockServer) -> TestApp {
-    let app = spawn_app_with(|s| {
-        use_connect(s, connect);
-        poll_continuously(s);
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|s| {
+            use_connect(s, connect);
+            poll_continuously(s);
+        })
+        .spawn()
+        .await;
     app.watch_order(ORDER).await;
     app
 }
@@ -132,11 +140,7 @@ fn was_read(id: i64, sent_by_retailer: bool) -> (String, i64, bool) {
 #[tokio::test]
 async fn a_message_sent_through_the_api_comes_back_from_the_chat_marked_as_the_retailers() {
     let connect = MockServer::start().await;
-    on_chat("POST")
-        .respond_with(ok_json(&fixture("send_message")))
-        .expect(1)
-        .mount(&connect)
-        .await;
+    expect_chat_call(&connect, "POST", "send_message", 1).await;
     let app = app_for(&connect).await;
     let (_, receiver) = subscriber(&app, "never").await;
 
@@ -188,67 +192,59 @@ async fn a_message_sent_from_a_subscriber_is_not_echoed_to_it_but_reaches_the_ot
     );
 }
 
+/// An app watching [`ORDER`] with one subscriber of the `mark_read` policy, Connect showing
+/// `messages` and expecting `puts` mark-read calls.
+struct MarkReadCase {
+    connect: MockServer,
+    app: TestApp,
+    receiver: Receiver,
+    _chat: MockGuard,
+}
+
+async fn marking_read(mark_read: &str, puts: u64, messages: &[Value]) -> MarkReadCase {
+    let connect = MockServer::start().await;
+    expect_chat_call(&connect, "PUT", "mark_read", puts).await;
+    let app = app_for(&connect).await;
+    let (_, receiver) = subscriber(&app, mark_read).await;
+    let _chat = chat_shows(&connect, messages).await;
+    MarkReadCase {
+        connect,
+        app,
+        receiver,
+        _chat,
+    }
+}
+
 #[tokio::test]
 async fn three_shopper_messages_delivered_to_an_on_delivery_subscriber_mark_the_order_read_once() {
-    let connect = MockServer::start().await;
-    on_chat("PUT")
-        .respond_with(ok_json(&fixture("mark_read")))
-        .expect(1)
-        .mount(&connect)
-        .await;
-    let app = app_for(&connect).await;
-    let (_, receiver) = subscriber(&app, "on_delivery").await;
-
-    let _chat = chat_shows(&connect, &[shopper(1), shopper(2), shopper(3)]).await;
-    app.poll_when_due().await;
-    assert_eq!(app.deliver_next().await, 3);
-    assert_eq!(app.deliver_next().await, 0);
-    assert_eq!(receiver.requests().len(), 3);
-    connect.verify().await;
+    let case = marking_read("on_delivery", 1, &[shopper(1), shopper(2), shopper(3)]).await;
+    case.app.poll_when_due().await;
+    assert_eq!(case.app.deliver_next().await, 3);
+    assert_eq!(case.app.deliver_next().await, 0);
+    assert_eq!(case.receiver.requests().len(), 3);
+    case.connect.verify().await;
 }
 
 #[tokio::test]
 async fn a_never_subscriber_marks_nothing_read() {
-    let connect = MockServer::start().await;
-    on_chat("PUT")
-        .respond_with(ok_json(&fixture("mark_read")))
-        .expect(0)
-        .mount(&connect)
-        .await;
-    let app = app_for(&connect).await;
-    let (_, receiver) = subscriber(&app, "never").await;
-
-    let _chat = chat_shows(&connect, &[shopper(1), shopper(2)]).await;
-    poll_and_deliver(&app).await;
-    assert_eq!(receiver.requests().len(), 2);
-    connect.verify().await;
+    let case = marking_read("never", 0, &[shopper(1), shopper(2)]).await;
+    poll_and_deliver(&case.app).await;
+    assert_eq!(case.receiver.requests().len(), 2);
+    case.connect.verify().await;
 }
 
 #[tokio::test]
 async fn a_customer_message_delivered_to_an_on_delivery_subscriber_marks_nothing_read() {
-    let connect = MockServer::start().await;
-    on_chat("PUT")
-        .respond_with(ok_json(&fixture("mark_read")))
-        .expect(0)
-        .mount(&connect)
-        .await;
-    let app = app_for(&connect).await;
-    let (_, receiver) = subscriber(&app, "on_delivery").await;
-
-    let _chat = chat_shows(&connect, &[customer(1)]).await;
-    poll_and_deliver(&app).await;
-    assert_eq!(received(&receiver), [created(1, false)]);
-    connect.verify().await;
+    let case = marking_read("on_delivery", 0, &[customer(1)]).await;
+    poll_and_deliver(&case.app).await;
+    assert_eq!(received(&case.receiver), [created(1, false)]);
+    case.connect.verify().await;
 }
 
 #[tokio::test]
 async fn the_readings_an_on_delivery_subscriber_caused_are_announced_to_the_others_only() {
     let connect = MockServer::start().await;
-    on_chat("PUT")
-        .respond_with(ok_json(&fixture("mark_read")))
-        .expect(1)
-        .mount(&connect)
-        .await;
+    expect_chat_call(&connect, "PUT", "mark_read", 1).await;
     let app = app_for(&connect).await;
     let (reader, reader_receiver) = subscriber(&app, "on_delivery").await;
     let (_, other_receiver) = subscriber(&app, "never").await;
@@ -283,11 +279,13 @@ async fn the_readings_an_on_delivery_subscriber_caused_are_announced_to_the_othe
 
 #[tokio::test]
 async fn mark_read_defaults_to_never_and_is_settable_on_every_kind() {
-    let app = spawn_app_with(|s| {
-        s.email.smtp_url = Some("smtp://127.0.0.1:2525".parse().unwrap());
-        s.email.from = Some("Store 42 <chat@store.example>".to_owned());
-    })
-    .await;
+    let app = TestApp::builder()
+        .with_email(
+            "smtp://127.0.0.1:2525".parse().unwrap(),
+            "Store 42 <chat@store.example>",
+        )
+        .spawn()
+        .await;
     let webhook = app
         .create_subscriber(json!({"kind": "webhook", "url": "http://127.0.0.1:9/hook"}))
         .await;

@@ -4,7 +4,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
-use crate::helpers::{errors, json_body, single_error, spawn_app};
+use crate::harness::{errors, json_body, single_error, spawn_app};
 
 #[tokio::test]
 async fn v1_routes_refuse_requests_without_a_token() {
@@ -153,7 +153,7 @@ async fn a_body_without_json_content_type_is_a_415() {
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 
-async fn openapi_document(app: &crate::helpers::TestApp) -> Value {
+async fn openapi_document(app: &crate::harness::TestApp) -> Value {
     let response = app
         .client
         .get(app.url("/openapi.json"))
